@@ -46,8 +46,9 @@ def describe(defs: dg.Definitions) -> dict:
 
 def test_definitions_match_snapshot():
     current = describe(build_definitions())
-    if os.environ.get("AGENIX_UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
+    if os.environ.get("AGENIX_UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert SNAPSHOT.exists(), f"{SNAPSHOT} missing: run with AGENIX_UPDATE_SNAPSHOTS=1 to create it"
     expected = json.loads(SNAPSHOT.read_text())
     assert current == expected
 

@@ -275,3 +275,16 @@ def test_a_new_source_is_ingested_from_its_yaml_entry_alone(platform: Platform):
         ("HX-200", Decimal("1200.5")),
         ("VX-10", Decimal("89.9")),
     ]
+
+
+def test_missing_source_location_fails_that_asset_with_the_path(platform: Platform):
+    sources = platform.config_dir / "sources.yaml"
+    sources.write_text(sources.read_text().replace("    location: erp\n", "    location: erp_export\n"))
+    result = platform.run()
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "raw__erp_orders"
+    message = failure.event_specific_data.error.cause.message if failure.event_specific_data.error.cause else failure.event_specific_data.error.message
+    assert f"source 'erp_orders': location '{platform.landing / 'erp_export'}' does not exist" in message
+    assert "raw/kb_documents" in materialized_keys(result)
+    assert platform.query("SELECT count(*) FROM cleaned.cleaned_erp_orders") == [(300,)]
