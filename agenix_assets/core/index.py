@@ -1,0 +1,641 @@
+"""Versioned, immutable vector indexes on Chroma. No Dagster import.
+
+Every index version is its own Chroma collection, ``<namespace>.<use case>.v<NNNN>`` (e.g.
+``agenix.support-assistant.v0007``); a version is never modified after it is marked ready. Collection metadata
+records: agenix_namespace, use_case, version, parent_version (absent for the first), status, created_at, ready_at,
+heartbeat_at, embedder_id, dimension, added/kept/removed/total, fingerprint, build_id. HNSW space is cosine.
+
+Lifecycle
+---------
+``build_version`` creates the next version with status ``"building"``, copies the parent's vectors for unchanged
+chunks (same chunk_id and content_hash) batch by batch, embeds the new or changed chunks through the caller's
+``embed`` callable, and only when every record is in flips the status to ``"ready"`` (one metadata update). Readers
+resolve the live version as *the newest ready version*, so they see either the old or the new version, never a
+half-built one. A build that raises marks its collection ``"failed"``; a killed build leaves it ``"building"``. Both
+are debris: the previous version stays live, and the next ``build_version`` (and ``gc``) deletes the debris.
+
+If the input is identical to the live version (same fingerprint over chunk ids, content hashes, texts, metadata and
+the same embedder id), ``build_version`` creates nothing and returns the live version unchanged.
+
+Version numbers: the next number is one past the highest existing collection, debris included; the live version
+is always the highest ready number. A number whose failed build was already deleted by ``gc`` can be used again.
+
+Chroma notes (chromadb 1.5): ``collection.modify(metadata=...)`` *replaces* the whole metadata dict (a ``None`` value
+wipes it), so status flips always write the full dict. ``get(ids=...)`` returns records in storage order and silently
+omits unknown ids; it is re-ordered here. In cosine space Chroma re-normalises vectors on ``add``, so a carried
+vector can differ from its parent's copy by a few float32 ulp (max |diff| ~1.5e-8 per copy, converging after a few
+copies); scores are unaffected. ``add`` of an existing id is silently ignored (no update). Record metadata
+must be a non-empty dict of str/int/float/bool (or lists of them); ``None`` is rejected. Where-filters with more than
+one key need ``$and``; ``query`` adds it. Batches are capped at ``client.get_max_batch_size()`` (5461 in 1.5.9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+import chromadb  # noqa: E402
+from chromadb.config import Settings  # noqa: E402
+from chromadb.errors import NotFoundError  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+STATUS_BUILDING = "building"
+STATUS_READY = "ready"
+STATUS_FAILED = "failed"
+CONTENT_HASH_KEY = "content_hash"  # stored in every record's metadata; the carry-forward diff reads it
+_NAME_OK = re.compile(r"[^a-zA-Z0-9._-]+")
+_SCHEMA = 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clients
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def chroma_settings() -> Settings:
+    return Settings(anonymized_telemetry=False, allow_reset=False)
+
+
+def chroma_client(
+    mode: Literal["embedded", "server"],
+    path: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> chromadb.ClientAPI:
+    """``embedded``: PersistentClient on ``path`` (one process only); ``server``: HttpClient to ``chroma run``.
+
+    Always open embedded clients through here: Chroma keeps one system per path per process and refuses a second
+    client on the same path with different Settings.
+    """
+    if mode == "embedded":
+        if path is None:
+            raise ValueError("embedded mode needs a path")
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings())
+    if mode == "server":
+        return chromadb.HttpClient(host=host, port=int(port), settings=chroma_settings())
+    raise ValueError(f"mode must be 'embedded' or 'server', got {mode!r}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ChromaServer:
+    """A ``chroma run`` subprocess (tests, local demos). Use as a context manager or call ``stop()``."""
+
+    path: Path
+    port: int
+    host: str = "127.0.0.1"
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @classmethod
+    def start(cls, path: Path, port: int | None = None, host: str = "127.0.0.1", timeout: float = 30.0) -> ChromaServer:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        port = port or free_port(host)
+        exe = Path(sys.executable).with_name("chroma")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "chromadb.cli.cli"]
+        cmd += ["run", "--path", str(path), "--host", host, "--port", str(port)]
+        log_path = path.parent / f"chroma-{port}.log"
+        env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+        with log_path.open("wb") as fh:
+            process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        server = cls(path=path, port=port, host=host, process=process, log_path=log_path)
+        try:
+            server.wait_ready(timeout)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path else ""
+                raise RuntimeError(f"chroma server exited with {self.process.returncode}:\n{tail}")
+            try:
+                chroma_client("server", host=self.host, port=self.port).heartbeat()
+                return
+            except Exception as exc:  # connection refused while starting
+                last = exc
+                time.sleep(0.1)
+        raise TimeoutError(f"chroma server on {self.host}:{self.port} not ready after {timeout}s: {last}")
+
+    def client(self) -> chromadb.ClientAPI:
+        return chroma_client("server", host=self.host, port=self.port)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    def __enter__(self) -> ChromaServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data types
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexChunk:
+    chunk_id: str
+    content_hash: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IndexVersion:
+    use_case: str
+    version: int
+    collection: str
+    parent_version: int | None
+    status: str
+    created_at: str
+    embedder_id: str
+    added: int
+    kept: int
+    removed: int
+    total: int
+    dimension: int = 0
+    fingerprint: str = ""
+    ready_at: str | None = None
+    heartbeat_at: str | None = None
+    build_id: str = ""
+
+    @classmethod
+    def from_metadata(cls, name: str, meta: Mapping[str, Any]) -> IndexVersion:
+        parent = meta.get("parent_version")
+        return cls(
+            use_case=str(meta["use_case"]),
+            version=int(meta["version"]),
+            collection=name,
+            parent_version=int(parent) if parent is not None and int(parent) >= 0 else None,
+            status=str(meta.get("status", "")),
+            created_at=str(meta.get("created_at", "")),
+            embedder_id=str(meta.get("embedder_id", "")),
+            added=int(meta.get("added", 0)),
+            kept=int(meta.get("kept", 0)),
+            removed=int(meta.get("removed", 0)),
+            total=int(meta.get("total", 0)),
+            dimension=int(meta.get("dimension", 0)),
+            fingerprint=str(meta.get("fingerprint", "")),
+            ready_at=meta.get("ready_at"),
+            heartbeat_at=meta.get("heartbeat_at"),
+            build_id=str(meta.get("build_id", "")),
+        )
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    score: float  # cosine similarity, 1 - Chroma's cosine distance
+    text: str
+    metadata: dict[str, Any]
+
+
+class IndexBuildError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _slug(text: str) -> str:
+    slug = _NAME_OK.sub("-", text).strip("._-")
+    return re.sub(r"[._-]{2,}", "-", slug)
+
+
+def collection_name(namespace: str, use_case: str, version: int) -> str:
+    """``<namespace>.<use_case>.vNNNN`` with characters outside [a-zA-Z0-9._-] replaced; a use case whose name had
+    to be changed gets a short hash suffix so that two use cases never share a name."""
+    ns, uc = _slug(namespace) or "agenix", _slug(use_case) or "index"
+    if uc != use_case:
+        uc = f"{uc}-{hashlib.sha1(use_case.encode()).hexdigest()[:6]}"
+    name = f"{ns}.{uc}.v{version:04d}"
+    if len(name) > 512:
+        name = f"{ns[:100]}.{uc[:100]}-{hashlib.sha1(use_case.encode()).hexdigest()[:8]}.v{version:04d}"
+    return name
+
+
+def _scalar(key: str, value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return " > ".join(value)  # section paths
+    raise TypeError(f"metadata[{key!r}] = {value!r}: Chroma metadata values must be str, int, float or bool")
+
+
+def clean_metadata(metadata: Mapping[str, Any], content_hash: str) -> dict[str, Any]:
+    """Chroma-safe record metadata: ``None`` dropped, dates to ISO, string lists joined with " > ", content_hash
+    added (the carry-forward diff needs it)."""
+    out = {str(k): _scalar(str(k), v) for k, v in metadata.items() if v is not None}
+    out[CONTENT_HASH_KEY] = content_hash
+    return out
+
+
+def fingerprint(chunks: Sequence[IndexChunk], embedder_id: str) -> str:
+    """sha256 over the embedder id and every (chunk_id, content_hash, text, metadata), order-independent."""
+    digest = hashlib.sha256(f"agenix-index:{_SCHEMA}:{embedder_id}\n".encode())
+    for chunk in sorted(chunks, key=lambda c: c.chunk_id):
+        meta = json.dumps(clean_metadata(chunk.metadata, chunk.content_hash), sort_keys=True, default=str)
+        text_hash = hashlib.sha256(chunk.text.encode()).hexdigest()
+        digest.update(f"{chunk.chunk_id}\0{chunk.content_hash}\0{text_hash}\0{meta}\n".encode())
+    return digest.hexdigest()
+
+
+def _normalise_where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not where:
+        return None
+    if len(where) == 1 or any(k.startswith("$") for k in where):
+        return dict(where)
+    return {"$and": [{k: v} for k, v in where.items()]}
+
+
+def _batches(items: Sequence[Any], size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Store
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class VectorIndexStore:
+    """Versioned vector indexes of one namespace on one Chroma client (embedded or server).
+
+    One builder at a time (Dagster serialises the build asset); any number of readers, in any process that reaches
+    the same Chroma (use server mode when readers live in other processes: an embedded PersistentClient must not be
+    opened by two processes at once).
+    """
+
+    def __init__(self, client: chromadb.ClientAPI, namespace: str = "agenix", stale_build_seconds: float = 900.0):
+        self.client = client
+        self.namespace = namespace
+        self.stale_build_seconds = stale_build_seconds
+        self._collections: dict[str, Any] = {}
+        self._active_builds: set[str] = set()
+        try:
+            self.max_batch_size = int(client.get_max_batch_size())
+        except Exception:  # very old servers
+            self.max_batch_size = 5000
+
+    # -- listing ------------------------------------------------------------------------------------------------
+    def versions(self, use_case: str) -> list[IndexVersion]:
+        """Every version of ``use_case`` (ready, building and failed), oldest first."""
+        out = []
+        for col in self.client.list_collections():
+            meta = col.metadata or {}
+            if meta.get("agenix_namespace") != self.namespace or meta.get("use_case") != use_case:
+                continue
+            try:
+                out.append(IndexVersion.from_metadata(col.name, meta))
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring collection %s with unreadable metadata %r", col.name, meta)
+        return sorted(out, key=lambda v: v.version)
+
+    def live(self, use_case: str) -> IndexVersion | None:
+        """The newest ready version, or None."""
+        ready = [v for v in self.versions(use_case) if v.status == STATUS_READY]
+        return ready[-1] if ready else None
+
+    def get_version(self, use_case: str, version: int | None = None) -> IndexVersion:
+        """A given version (must be ready) or the live one; LookupError if there is none."""
+        if version is None:
+            live = self.live(use_case)
+            if live is None:
+                raise LookupError(f"no ready index version for use case {use_case!r}")
+            return live
+        for v in self.versions(use_case):
+            if v.version == version:
+                if v.status != STATUS_READY:
+                    raise LookupError(f"{use_case!r} v{version} is {v.status}, not ready")
+                return v
+        raise LookupError(f"no index version {version} for use case {use_case!r}")
+
+    def _collection(self, name: str, refresh: bool = False) -> Any:
+        col = None if refresh else self._collections.get(name)
+        if col is None:
+            col = self.client.get_collection(name, embedding_function=None)
+            self._collections[name] = col
+        return col
+
+    def _delete(self, name: str) -> None:
+        self._collections.pop(name, None)
+        try:
+            self.client.delete_collection(name)
+        except (NotFoundError, ValueError):
+            pass
+
+    # -- build --------------------------------------------------------------------------------------------------
+    def build_version(
+        self,
+        use_case: str,
+        chunks: Sequence[IndexChunk],
+        embed: Callable[[list[IndexChunk]], np.ndarray],
+        embedder_id: str,
+        batch_size: int = 1000,
+    ) -> IndexVersion:
+        """Build the next version from ``chunks`` = the complete desired content of the index.
+
+        Chunks whose chunk_id is in the live (parent) version with the same content_hash keep the parent's stored
+        vector (no ``embed`` call; text and metadata are taken from ``chunks``). The others are passed to ``embed``
+        in batches of at most ``batch_size``; it must return a float32 (n, dim) matrix of L2-normalised vectors in
+        the order given. Parent chunk ids absent from ``chunks`` are dropped. Nothing is carried over when the
+        parent was built with another embedder_id.
+
+        Returns the new ready version; or, when nothing changed versus the parent, the parent itself (no new
+        collection). Raises if the build fails; the half-built collection is marked failed and the parent stays live.
+        """
+        if not embedder_id:
+            raise ValueError("embedder_id is required")
+        batch_size = max(1, min(int(batch_size), self.max_batch_size))
+        chunks = list(chunks)
+        seen: set[str] = set()
+        for c in chunks:
+            if c.chunk_id in seen:
+                raise ValueError(f"duplicate chunk_id {c.chunk_id!r}")
+            seen.add(c.chunk_id)
+        records = {c.chunk_id: clean_metadata(c.metadata, c.content_hash) for c in chunks}
+        fp = fingerprint(chunks, embedder_id)
+
+        existing = self.versions(use_case)
+        ready = [v for v in existing if v.status == STATUS_READY]
+        parent = ready[-1] if ready else None
+        # One builder at a time: anything not ready is debris of a killed or failed build.
+        for v in existing:
+            if v.status != STATUS_READY:
+                log.info("deleting %s debris %s", v.status, v.collection)
+                self._delete(v.collection)
+        if parent is not None and parent.fingerprint == fp and parent.embedder_id == embedder_id:
+            return parent
+
+        # Diff against the parent.
+        parent_hashes = self._content_hashes(parent.collection) if parent is not None else {}
+        if parent is not None and parent.embedder_id == embedder_id:
+            keep_ids = [c.chunk_id for c in chunks if parent_hashes.get(c.chunk_id) == c.content_hash]
+        else:
+            keep_ids = []  # vectors of another model are never carried over
+        keep_set = set(keep_ids)
+        to_embed = [c for c in chunks if c.chunk_id not in keep_set]
+        removed = sum(1 for cid in parent_hashes if cid not in seen)
+        by_id = {c.chunk_id: c for c in chunks}
+
+        version = max((v.version for v in existing), default=0) + 1
+        name = collection_name(self.namespace, use_case, version)
+        now = _now()
+        meta: dict[str, Any] = {
+            "agenix_namespace": self.namespace,
+            "agenix_schema": _SCHEMA,
+            "use_case": use_case,
+            "version": version,
+            "status": STATUS_BUILDING,
+            "created_at": now,
+            "heartbeat_at": now,
+            "embedder_id": embedder_id,
+            "dimension": 0,
+            "added": len(to_embed),
+            "kept": len(keep_ids),
+            "removed": removed,
+            "total": len(chunks),
+            "fingerprint": fp,
+            "build_id": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}",
+        }
+        if parent is not None:
+            meta["parent_version"] = parent.version
+        if name in {c.name for c in self.client.list_collections()}:
+            self._delete(name)  # a foreign collection squatting on the name would have no agenix metadata
+        col = self.client.create_collection(
+            name, metadata=meta, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+        )
+        self._collections[name] = col
+        self._active_builds.add(name)
+        dimension = parent.dimension if (parent is not None and keep_ids) else 0
+        last_beat = time.monotonic()
+        try:
+            # 1) carry forward unchanged chunks with their stored vectors
+            if keep_ids:
+                source = self._collection(parent.collection, refresh=True)
+                for ids in _batches(keep_ids, batch_size):
+                    got = source.get(ids=list(ids), include=["embeddings"])
+                    pos = {cid: i for i, cid in enumerate(got["ids"])}
+                    if len(pos) != len(ids):
+                        missing = [cid for cid in ids if cid not in pos][:5]
+                        raise IndexBuildError(f"parent {parent.collection} lost records {missing}")
+                    stored = np.asarray(got["embeddings"], dtype=np.float32)
+                    vectors = stored[[pos[cid] for cid in ids]]
+                    self._add(col, [by_id[cid] for cid in ids], vectors, records)
+                    last_beat = self._beat(col, meta, last_beat)
+            # 2) embed new and changed chunks
+            for batch in _batches(to_embed, batch_size):
+                batch = list(batch)
+                vectors = np.asarray(embed(batch), dtype=np.float32)
+                if vectors.ndim != 2 or vectors.shape[0] != len(batch):
+                    raise IndexBuildError(f"embed returned shape {vectors.shape} for {len(batch)} chunks")
+                if dimension and vectors.shape[1] != dimension:
+                    raise IndexBuildError(f"embed returned {vectors.shape[1]}-d vectors, index has {dimension}")
+                dimension = vectors.shape[1]
+                self._add(col, batch, vectors, records)
+                last_beat = self._beat(col, meta, last_beat)
+            count = col.count()
+            if count != len(chunks):
+                raise IndexBuildError(f"{name} holds {count} records, expected {len(chunks)}")
+            meta.update(status=STATUS_READY, dimension=int(dimension), ready_at=_now(), heartbeat_at=_now())
+            col.modify(metadata=meta)  # the atomic switch: readers pick the newest ready version
+        except BaseException as exc:
+            try:
+                meta.update(status=STATUS_FAILED, heartbeat_at=_now(), error=f"{type(exc).__name__}: {exc}"[:500])
+                col.modify(metadata=meta)
+            except Exception:  # the build is failing anyway; the next build deletes the collection
+                log.warning("could not mark %s failed", name, exc_info=True)
+            raise
+        finally:
+            self._active_builds.discard(name)
+        return IndexVersion.from_metadata(name, meta)
+
+    def _add(self, col: Any, batch: Sequence[IndexChunk], vectors: np.ndarray, records: Mapping[str, dict]) -> None:
+        col.add(
+            ids=[c.chunk_id for c in batch],
+            embeddings=vectors,
+            documents=[c.text for c in batch],
+            metadatas=[records[c.chunk_id] for c in batch],
+        )
+
+    def _beat(self, col: Any, meta: dict[str, Any], last: float, every: float = 10.0) -> float:
+        if time.monotonic() - last < every:
+            return last
+        meta["heartbeat_at"] = _now()
+        col.modify(metadata=meta)
+        return time.monotonic()
+
+    def _content_hashes(self, name: str) -> dict[str, str]:
+        col = self._collection(name, refresh=True)
+        out: dict[str, str] = {}
+        page = self.max_batch_size
+        offset = 0
+        while True:
+            got = col.get(include=["metadatas"], limit=page, offset=offset)
+            for cid, meta in zip(got["ids"], got["metadatas"] or []):
+                out[cid] = (meta or {}).get(CONTENT_HASH_KEY, "")
+            if len(got["ids"]) < page:
+                return out
+            offset += page
+
+    # -- gc -----------------------------------------------------------------------------------------------------
+    def gc(self, use_case: str, keep: int) -> list[str]:
+        """Delete ready versions beyond the newest ``keep`` (the live one is always kept), failed builds, and
+        building collections that are not a build in progress (a build in progress: started by this store and not
+        finished, or heartbeat younger than ``stale_build_seconds`` and newer than the live version). Returns the
+        deleted collection names."""
+        keep = max(1, int(keep))
+        versions = self.versions(use_case)
+        ready = [v for v in versions if v.status == STATUS_READY]
+        live = ready[-1] if ready else None
+        doomed = [v for v in ready[:-keep]] if len(ready) > keep else []
+        now = datetime.now(timezone.utc)
+        for v in versions:
+            if v.status == STATUS_READY:
+                continue
+            if v.collection in self._active_builds:
+                continue
+            if v.status == STATUS_BUILDING and (live is None or v.version > live.version):
+                try:
+                    age = (now - datetime.fromisoformat(v.heartbeat_at or v.created_at)).total_seconds()
+                except ValueError:
+                    age = float("inf")
+                if age < self.stale_build_seconds:
+                    continue
+            doomed.append(v)
+        deleted = []
+        for v in doomed:
+            if live is not None and v.collection == live.collection:
+                continue
+            self._delete(v.collection)
+            deleted.append(v.collection)
+        return deleted
+
+    # -- read ---------------------------------------------------------------------------------------------------
+    def query(
+        self,
+        use_case: str,
+        embedding: np.ndarray,
+        k: int,
+        where: dict | None = None,
+        version: int | None = None,
+    ) -> list[Hit]:
+        """Top-k chunks by cosine similarity (best first) in the live version (or ``version``).
+
+        ``where`` is a Chroma metadata filter; a plain multi-key dict such as ``{"data_domain": "support",
+        "source": "kb"}`` is wrapped in ``$and``. If the live version is deleted between lookup and query (gc in
+        another process), the lookup is retried once.
+        """
+        vector = np.asarray(embedding, dtype=np.float32)
+        if vector.ndim == 1:
+            vector = vector[None, :]
+        if vector.ndim != 2 or vector.shape[0] != 1:
+            raise ValueError(f"query takes one embedding, got shape {vector.shape}")
+        if k <= 0:
+            return []
+        for attempt in (0, 1):
+            target = self.get_version(use_case, version)
+            if target.dimension and vector.shape[1] != target.dimension:
+                raise ValueError(f"query has {vector.shape[1]} dims, {target.collection} has {target.dimension}")
+            if target.total == 0:
+                return []
+            try:
+                col = self._collection(target.collection, refresh=attempt > 0)
+                res = col.query(
+                    query_embeddings=vector,
+                    n_results=int(k),
+                    where=_normalise_where(where),
+                    include=["documents", "metadatas", "distances"],
+                )
+                break
+            except NotFoundError:
+                self._collections.pop(target.collection, None)
+                if attempt or version is not None:
+                    raise
+        ids = res["ids"][0]
+        docs = (res.get("documents") or [[None] * len(ids)])[0]
+        metas = (res.get("metadatas") or [[None] * len(ids)])[0]
+        dists = res["distances"][0]
+        return [
+            Hit(chunk_id=cid, score=float(1.0 - d), text=doc or "", metadata=dict(m or {}))
+            for cid, doc, m, d in zip(ids, docs, metas, dists)
+        ]
+
+    def get_all(
+        self, use_case: str, version: int | None = None
+    ) -> tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]:
+        """Every record of the live version (or ``version``): ids, float32 (n, dim) embeddings, texts, metadatas
+        (metadata includes ``content_hash``). Order is Chroma's storage order, stable for an immutable version."""
+        target = self.get_version(use_case, version)
+        col = self._collection(target.collection)
+        ids: list[str] = []
+        blocks: list[np.ndarray] = []
+        texts: list[str] = []
+        metas: list[dict[str, Any]] = []
+        page = self.max_batch_size
+        offset = 0
+        while True:
+            got = col.get(include=["embeddings", "documents", "metadatas"], limit=page, offset=offset)
+            n = len(got["ids"])
+            if n:
+                ids += got["ids"]
+                blocks.append(np.asarray(got["embeddings"], dtype=np.float32))
+                texts += [d or "" for d in got["documents"]]
+                metas += [dict(m or {}) for m in got["metadatas"]]
+            if n < page:
+                break
+            offset += page
+        dim = target.dimension or (blocks[0].shape[1] if blocks else 0)
+        embeddings = np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
+        return ids, embeddings, texts, metas

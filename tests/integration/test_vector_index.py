@@ -1,0 +1,345 @@
+"""Versioned Chroma indexes with the real embedding model: incremental builds, failure recovery, gc, server mode."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from agenix_assets.core.embedding import CachedChunkEmbedder, EmbeddingCache, Embedder
+from agenix_assets.core.index import (
+    STATUS_FAILED,
+    STATUS_READY,
+    ChromaServer,
+    IndexChunk,
+    VectorIndexStore,
+    chroma_client,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+USE_CASE = "support-assistant"
+
+CORPUS = {
+    "support": [
+        "To reset your password, open Settings, choose Security and click Reset password; a link is emailed to you.",
+        "Two-factor authentication can be enabled from the Security page using any authenticator app.",
+        "If the mobile app crashes on start, clear its cache or reinstall it from the app store.",
+        "Support tickets marked urgent are answered within four business hours.",
+        "You can export all your projects as a ZIP archive from the Account page.",
+        "Notifications can be muted per channel from the bell icon in the top bar.",
+    ],
+    "billing": [
+        "Invoices are issued on the first business day of each month and are payable within 30 days.",
+        "Refunds for annual plans are prorated to the number of unused months remaining.",
+        "We accept Visa, Mastercard and SEPA direct debit; wire transfers only for enterprise plans.",
+        "Changing from the monthly to the annual plan takes effect at the next renewal date.",
+        "VAT is added to invoices for customers in the European Union without a valid VAT number.",
+        "A failed card payment is retried three times over seven days before the account is suspended.",
+    ],
+    "hr": [
+        "Employees accrue twenty-five days of paid vacation per calendar year.",
+        "Parental leave of up to sixteen weeks is paid at full salary.",
+        "Expense reports must be submitted within sixty days together with the original receipts.",
+        "Remote work from abroad is allowed for up to four weeks per year with manager approval.",
+        "The annual performance review takes place in November for all staff.",
+        "New hires receive a laptop and badge on their first morning from the IT desk.",
+    ],
+    "engineering": [
+        "Production deployments happen every Tuesday and Thursday after the change review.",
+        "All services must expose a health endpoint and Prometheus metrics.",
+        "Database migrations are applied by the release pipeline, never by hand.",
+        "On-call engineers acknowledge pages within fifteen minutes, day or night.",
+        "Feature flags are removed from the code within one month of full rollout.",
+        "The staging environment is rebuilt from scratch every night at two a.m.",
+    ],
+}
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def make_chunks() -> list[IndexChunk]:
+    chunks = []
+    for domain, texts in CORPUS.items():
+        for i, text in enumerate(texts):
+            chunks.append(
+                IndexChunk(
+                    chunk_id=f"{domain}-{i:02d}",
+                    content_hash=_hash(text),
+                    text=text,
+                    metadata={
+                        "source": f"{domain}-handbook",
+                        "document_id": f"{domain}-doc",
+                        "title": f"{domain.title()} handbook",
+                        "section_path": [domain.title(), f"Section {i}"],  # joined with " > "
+                        "data_domain": domain,
+                        "updated_at": "2026-10-01T00:00:00",
+                        "token_count": len(text.split()),
+                        "owner": None,  # dropped
+                    },
+                )
+            )
+    return chunks
+
+
+def change_text(chunks: list[IndexChunk], chunk_id: str, text: str) -> list[IndexChunk]:
+    return [replace(c, text=text, content_hash=_hash(text)) if c.chunk_id == chunk_id else c for c in chunks]
+
+
+class CountingEmbed:
+    """The embed callable the RAG asset passes: Embedder behind the DuckDB cache; records every batch."""
+
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache, fail_on_batch: int | None = None):
+        self.inner = CachedChunkEmbedder(embedder, cache)
+        self.fail_on_batch = fail_on_batch
+        self.batches: list[list[str]] = []
+
+    def __call__(self, chunks: list[IndexChunk]) -> np.ndarray:
+        self.batches.append([c.chunk_id for c in chunks])
+        if self.fail_on_batch is not None and len(self.batches) == self.fail_on_batch:
+            raise RuntimeError("embedding service died")
+        return self.inner(chunks)
+
+    @property
+    def embedded_ids(self) -> list[str]:
+        return [cid for batch in self.batches for cid in batch]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(scope="module")
+def cache() -> EmbeddingCache:
+    return EmbeddingCache(duckdb.connect())
+
+
+@pytest.fixture
+def store(tmp_path) -> VectorIndexStore:
+    return VectorIndexStore(chroma_client("embedded", tmp_path / "chroma"))
+
+
+def embed_fn(embedder, cache, **kw) -> CountingEmbed:
+    return CountingEmbed(embedder, cache, **kw)
+
+
+def vectors_by_id(store: VectorIndexStore, version: int) -> dict[str, np.ndarray]:
+    ids, emb, _, _ = store.get_all(USE_CASE, version)
+    return dict(zip(ids, emb))
+
+
+def test_incremental_versions_carry_forward_unchanged_vectors(store, embedder, cache):
+    chunks = make_chunks()
+    e1 = embed_fn(embedder, cache)
+    v1 = store.build_version(USE_CASE, chunks, e1, embedder.model_id, batch_size=8)
+    assert (v1.version, v1.status, v1.parent_version) == (1, STATUS_READY, None)
+    assert (v1.added, v1.kept, v1.removed, v1.total, v1.dimension) == (24, 0, 0, 24, 384)
+    assert v1.collection == "agenix.support-assistant.v0001"
+    assert sorted(e1.embedded_ids) == sorted(c.chunk_id for c in chunks)
+    assert [len(b) for b in e1.batches] == [8, 8, 8]
+    assert store.live(USE_CASE) == v1
+
+    ids, emb, texts, metas = store.get_all(USE_CASE)
+    assert len(ids) == 24 and emb.shape == (24, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    meta = metas[ids.index("billing-01")]
+    assert meta["section_path"] == "Billing > Section 1" and meta["data_domain"] == "billing"
+    assert "owner" not in meta and meta["content_hash"] == _hash(CORPUS["billing"][1])
+
+    # v2: one chunk changed -> exactly one embedding, the rest carried with identical vectors.
+    changed = change_text(chunks, "billing-01", "Refunds are only possible within fourteen days of purchase.")
+    e2 = embed_fn(embedder, cache)
+    v2 = store.build_version(USE_CASE, changed, e2, embedder.model_id, batch_size=8)
+    assert e2.embedded_ids == ["billing-01"]
+    assert (e2.inner.stats.total, e2.inner.stats.cache_hits, e2.inner.stats.embedded) == (1, 0, 1)
+    assert (v2.version, v2.parent_version, v2.added, v2.kept, v2.removed, v2.total) == (2, 1, 1, 23, 0, 24)
+    assert store.live(USE_CASE).version == 2
+    old, new = vectors_by_id(store, 1), vectors_by_id(store, 2)
+    for cid in old:
+        if cid == "billing-01":
+            assert float(old[cid] @ new[cid]) < 0.99
+        else:  # the stored vector, copied (Chroma's cosine space re-normalises on add: <= a few ulp of change)
+            np.testing.assert_allclose(new[cid], old[cid], rtol=0, atol=1e-7)
+    # v1 is immutable and still readable by explicit version.
+    q = embedder.encode_query("can I get my money back for unused months of a yearly plan")
+    hit_v1 = store.query(USE_CASE, q, 1, version=1)[0]
+    assert hit_v1.chunk_id == "billing-01" and "prorated" in hit_v1.text
+    assert all("prorated" not in h.text for h in store.query(USE_CASE, q, 24))  # live = v2
+
+    # v3: a chunk deleted -> removed, nothing embedded.
+    fewer = [c for c in changed if c.chunk_id != "hr-03"]
+    e3 = embed_fn(embedder, cache)
+    v3 = store.build_version(USE_CASE, fewer, e3, embedder.model_id, batch_size=8)
+    assert e3.batches == []
+    assert (v3.version, v3.added, v3.kept, v3.removed, v3.total) == (3, 0, 23, 1, 23)
+    ids3, _, _, _ = store.get_all(USE_CASE)
+    assert "hr-03" not in ids3 and len(ids3) == 23
+
+    # Unchanged input -> the live version itself, no new collection.
+    n_collections = len(store.client.list_collections())
+    e4 = embed_fn(embedder, cache)
+    again = store.build_version(USE_CASE, list(reversed(fewer)), e4, embedder.model_id, batch_size=8)
+    assert again.version == 3 and again.collection == v3.collection and e4.batches == []
+    assert len(store.client.list_collections()) == n_collections
+
+    # Metadata-only change -> new version, all vectors carried, nothing embedded.
+    retitled = [replace(c, metadata={**c.metadata, "title": "Renamed"}) if c.chunk_id == "hr-00" else c
+                for c in fewer]
+    e5 = embed_fn(embedder, cache)
+    v4 = store.build_version(USE_CASE, retitled, e5, embedder.model_id, batch_size=8)
+    assert (v4.version, v4.added, v4.kept, v4.removed) == (4, 0, 23, 0) and e5.batches == []
+    _, _, _, metas4 = store.get_all(USE_CASE)
+    assert {m["title"] for m in metas4 if m["document_id"] == "hr-doc"} == {"Renamed", "Hr handbook"}
+
+    # Another embedder id -> nothing carried over.
+    e6 = embed_fn(embedder, cache)
+    v5 = store.build_version(USE_CASE, retitled, e6, embedder.model_id + "-other", batch_size=8)
+    assert (v5.added, v5.kept) == (23, 0) and len(e6.embedded_ids) == 23
+
+
+def test_failed_build_keeps_previous_live_and_next_build_recovers(store, embedder, cache):
+    chunks = make_chunks()
+    v1 = store.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id, batch_size=8)
+    q = embedder.encode_query("how many vacation days do employees get each year")
+    assert store.query(USE_CASE, q, 1)[0].chunk_id == "hr-00"
+
+    # Change 10 chunks so v2 needs two embed batches of 8; the second one raises.
+    edited = chunks
+    for c in chunks[:10]:
+        edited = change_text(edited, c.chunk_id, c.text + " (revised)")
+    failing = embed_fn(embedder, cache, fail_on_batch=2)
+    with pytest.raises(RuntimeError, match="embedding service died"):
+        store.build_version(USE_CASE, edited, failing, embedder.model_id, batch_size=8)
+    assert len(failing.batches) == 2
+    assert store.live(USE_CASE) == v1
+    statuses = {v.version: v.status for v in store.versions(USE_CASE)}
+    assert statuses == {1: STATUS_READY, 2: STATUS_FAILED}
+    assert store.query(USE_CASE, q, 1)[0].chunk_id == "hr-00"  # readers unaffected
+
+    # gc removes the failed debris, never the live version.
+    assert store.gc(USE_CASE, keep=1) == ["agenix.support-assistant.v0002"]
+    assert [v.version for v in store.versions(USE_CASE)] == [1]
+
+    # Fail again, then the next build deletes the debris itself and completes (numbers are never reused).
+    with pytest.raises(RuntimeError):
+        store.build_version(USE_CASE, edited, embed_fn(embedder, cache, fail_on_batch=2), embedder.model_id,
+                            batch_size=8)
+    ok = embed_fn(embedder, cache)
+    v3 = store.build_version(USE_CASE, edited, ok, embedder.model_id, batch_size=8)
+    assert (v3.version, v3.parent_version, v3.added, v3.kept, v3.total) == (3, 1, 10, 14, 24)
+    assert [(v.version, v.status) for v in store.versions(USE_CASE)] == [(1, STATUS_READY), (3, STATUS_READY)]
+    assert store.gc(USE_CASE, keep=5) == []
+
+
+def test_gc_keeps_newest_n(store, embedder, cache):
+    chunks = make_chunks()
+    for i in range(4):
+        chunks = change_text(chunks, "engineering-05", f"The staging environment is rebuilt every night, take {i}.")
+        store.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id)
+    assert [v.version for v in store.versions(USE_CASE)] == [1, 2, 3, 4]
+    deleted = store.gc(USE_CASE, keep=2)
+    assert deleted == ["agenix.support-assistant.v0001", "agenix.support-assistant.v0002"]
+    assert [v.version for v in store.versions(USE_CASE)] == [3, 4]
+    assert store.gc(USE_CASE, keep=0) == ["agenix.support-assistant.v0003"]  # keep is at least 1: the live one
+    assert store.live(USE_CASE).version == 4
+    # Other use cases in the same Chroma are untouched.
+    other = store.build_version("other-case", chunks[:3], embed_fn(embedder, cache), embedder.model_id)
+    store.gc(USE_CASE, keep=1)
+    assert store.live("other-case") == other
+
+
+def test_query_paraphrase_and_where_filter(store, embedder, cache):
+    store.build_version(USE_CASE, make_chunks(), embed_fn(embedder, cache), embedder.model_id)
+    cases = {
+        "I forgot my login credentials, how do I get a new one?": "support-00",
+        "when do I have to pay the monthly bill": "billing-00",
+        "how long can new parents stay home with pay": "hr-01",
+        "which days of the week do we ship releases to prod": "engineering-00",
+    }
+    for question, expected in cases.items():
+        hits = store.query(USE_CASE, embedder.encode_query(question), k=3)
+        assert hits[0].chunk_id == expected, (question, [(h.chunk_id, round(h.score, 3)) for h in hits])
+        assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
+        assert 0.2 < hits[0].score <= 1.0001
+    q = embedder.encode_query("how do I pay")
+    hits = store.query(USE_CASE, q, k=10, where={"data_domain": "hr"})
+    assert len(hits) == 6 and {h.metadata["data_domain"] for h in hits} == {"hr"}
+    hits = store.query(USE_CASE, q, k=10, where={"data_domain": "hr", "source": "hr-handbook"})  # -> $and
+    assert len(hits) == 6
+    hits = store.query(USE_CASE, q, k=10, where={"data_domain": {"$in": ["hr", "billing"]}})
+    assert {h.metadata["data_domain"] for h in hits} == {"hr", "billing"}
+    assert store.query(USE_CASE, q, k=3, where={"data_domain": "nope"}) == []
+    with pytest.raises(LookupError):
+        store.query("no-such-use-case", q, k=3)
+    with pytest.raises(ValueError, match="dims"):
+        store.query(USE_CASE, q[:100], k=3)
+
+
+KILLED_BUILD = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    from agenix_assets.core.index import IndexChunk, VectorIndexStore, chroma_client
+    store = VectorIndexStore(chroma_client("server", port=int(sys.argv[1])))
+    chunks = [IndexChunk(f"x-{i}", f"h{i}", f"text {i}", {"data_domain": "x"}) for i in range(20)]
+    calls = []
+    def embed(batch):
+        calls.append(1)
+        if len(calls) == 2:
+            os._exit(9)  # killed mid-build: no except/finally runs
+        v = np.random.default_rng(0).standard_normal((len(batch), 384)).astype("float32")
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+    store.build_version(sys.argv[2], chunks, embed, "random", batch_size=8)
+    """
+)
+
+
+def test_server_mode_end_to_end(tmp_path, embedder, cache):
+    with ChromaServer.start(tmp_path / "chroma-server") as server:
+        writer = VectorIndexStore(chroma_client("server", host=server.host, port=server.port))
+        chunks = make_chunks()
+        v1 = writer.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id, batch_size=10)
+
+        reader = VectorIndexStore(chroma_client("server", host=server.host, port=server.port))
+        assert reader.live(USE_CASE) == v1
+        q = embedder.encode_query("what is the expense claim deadline")
+        hits = reader.query(USE_CASE, q, k=2)
+        assert hits[0].chunk_id == "hr-02" and hits[0].metadata["data_domain"] == "hr"
+
+        changed = change_text(chunks, "hr-02", "Expense reports are due within thirty days; receipts are scanned.")
+        e2 = embed_fn(embedder, cache)
+        v2 = writer.build_version(USE_CASE, changed, e2, embedder.model_id, batch_size=10)
+        assert e2.embedded_ids == ["hr-02"] and (v2.added, v2.kept) == (1, 23)
+        assert reader.live(USE_CASE) == v2
+        assert "thirty days" in reader.query(USE_CASE, q, k=1)[0].text
+        ids, emb, _, _ = reader.get_all(USE_CASE)
+        assert len(ids) == 24 and emb.shape == (24, 384)
+
+        # A builder process killed mid-build leaves a "building" collection; readers keep the live version.
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(server.port), USE_CASE], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 9, proc.stderr[-2000:]
+        debris = [v for v in reader.versions(USE_CASE) if v.status == "building"]
+        assert [v.version for v in debris] == [3]
+        assert reader.live(USE_CASE) == v2 and reader.query(USE_CASE, q, k=1)[0].chunk_id == "hr-02"
+        # Fresh heartbeat and newer than live: gc treats it as a build in progress until it goes stale ...
+        assert reader.gc(USE_CASE, keep=2) == []
+        reader.stale_build_seconds = 0
+        assert reader.gc(USE_CASE, keep=2) == [debris[0].collection]
+        # ... and the next build (the only builder) deletes such debris itself.
+        subprocess.run([sys.executable, "-c", KILLED_BUILD, str(server.port), USE_CASE], env=env, timeout=120)
+        assert [v.status for v in reader.versions(USE_CASE)] == ["ready", "ready", "building"]
+        v4 = writer.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id)
+        assert v4.version == 4 and reader.live(USE_CASE) == v4  # the number after the debris
+        assert [(v.version, v.status) for v in reader.versions(USE_CASE)] == [(1, "ready"), (2, "ready"), (4, "ready")]
