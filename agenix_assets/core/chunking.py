@@ -865,7 +865,6 @@ class _Chunker:
 
     def _token_split(self, s: int, e: int, target: int, out: list[_Atom]) -> None:
         """Cut a unit without usable structure by word pieces (at word boundaries where possible)."""
-        t = self.t
         spans: list[tuple[int, int]] = []
         for ws, we, hard, offs, toks in self._encoded_windows(s, e):
             n = len(offs)

@@ -220,6 +220,74 @@ class RiskRegister(Strict):
     risks: list[Risk] = Field(default_factory=list)
 
 
+# ---------------------------------------------------------------- RAG
+
+
+class IndexedSource(Strict):
+    """How one cleaned source becomes documents for the index: which fields hold id, title and text."""
+
+    source: str
+    id_field: str
+    title_field: str | None = None
+    # Joined with a blank line; every field after the first is labelled ("Resolution: ...").
+    text_fields: list[str] = Field(min_length=1)
+    format_field: str | None = None
+    format: Literal["markdown", "html", "pdf", "text"] = "text"
+    updated_field: str | None = None
+
+
+class ChunkingSettings(Strict):
+    max_tokens: int = Field(default=200, ge=8, le=256)
+    overlap_tokens: int = Field(default=30, ge=0)
+    min_tokens: int = Field(default=8, ge=0)
+
+
+class PiiSettings(Strict):
+    # Entity types masked before indexing (default: every type core/pii.py knows). The no_pii_in_chunks check
+    # always scans for every type, so narrowing this list cannot let PII into the index unnoticed.
+    mask_entities: list[str] | None = None
+    # Exact strings never treated as PII, e.g. the company's public support hotline.
+    allow_list: list[str] = Field(default_factory=list)
+
+
+class IndexSettings(Strict):
+    # How many ready versions to keep; older ones are garbage-collected after a successful build.
+    retention_versions: int = Field(default=3, ge=1)
+
+
+class SmokeTestSettings(Strict):
+    golden_set: str
+    top_k: int = Field(default=5, ge=1)
+    min_hit_rate: float = Field(default=1.0, ge=0, le=1)
+
+
+class RagSettings(Strict):
+    """config/rag/<use case>.yaml: what is indexed for a use case and how it is retrieved."""
+
+    use_case: str
+    version: int = Field(ge=1)
+    indexed_sources: list[IndexedSource] = Field(min_length=1)
+    chunking: ChunkingSettings = ChunkingSettings()
+    # Longer texts are skipped with a reason: one 20 MB file would otherwise be ~40,000 chunks to embed.
+    max_document_chars: int = Field(default=2_000_000, gt=0)
+    pii: PiiSettings = PiiSettings()
+    index: IndexSettings = IndexSettings()
+    retrieval: dict[str, Any] = Field(default_factory=dict)
+    smoke_test: SmokeTestSettings
+
+
+class GoldenQuery(Strict):
+    id: str
+    question: str
+    expected_documents: list[str] = Field(min_length=1)
+    answer: str | None = None
+
+
+class GoldenSet(Strict):
+    use_case: str
+    queries: list[GoldenQuery] = Field(min_length=1)
+
+
 # ---------------------------------------------------------------- loading
 
 M = TypeVar("M", bound=BaseModel)
@@ -314,12 +382,22 @@ class ProjectConfig(Strict):
     processing_register: ProcessingRegister
     privacy_reviews: list[PrivacyReview]
     risk_register: RiskRegister
+    rag: list[RagSettings] = Field(default_factory=list)
 
     def source(self, name: str) -> SourceConfig:
         for s in self.sources:
             if s.name == name:
                 return s
         raise KeyError(f"no source named '{name}' in {self.config_dir / 'sources.yaml'}")
+
+    def rag_for(self, use_case: str) -> RagSettings:
+        for r in self.rag:
+            if r.use_case == use_case:
+                return r
+        raise KeyError(f"no RAG settings for use case '{use_case}' under {self.config_dir / 'rag'}")
+
+    def golden_set(self, settings: RagSettings) -> GoldenSet:
+        return load_yaml_model(self.config_dir / settings.smoke_test.golden_set, GoldenSet)
 
     def review_for(self, source: SourceConfig) -> PrivacyReview | None:
         for r in self.privacy_reviews:
@@ -340,6 +418,7 @@ def config_files(config_dir: Path) -> dict[str, Path]:
         "privacy_reviews": gov / "privacy_reviews.yaml",
         "risk_register": gov / "risk_register.yaml",
         "use_cases": config_dir / "use_cases",
+        "rag": config_dir / "rag",
     }
 
 
@@ -355,8 +434,18 @@ def load_project_config(config_dir: Path | None = None) -> ProjectConfig:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ConfigError(f"{use_case_dir}: duplicate use-case ids {dupes}")
+    rag = [load_yaml_model(p, RagSettings) for p in sorted(files["rag"].glob("*.yaml"))] if files["rag"].is_dir() else []
+    known_use_cases = set(ids)
+    known_sources = {s.name for s in sources}
+    for settings, path in zip(rag, sorted(files["rag"].glob("*.yaml")) if rag else []):
+        if settings.use_case not in known_use_cases:
+            raise ConfigError(f"{path}: use_case '{settings.use_case}' has no charter in {use_case_dir}")
+        for entry in settings.indexed_sources:
+            if entry.source not in known_sources:
+                raise ConfigError(f"{path}: indexed source '{entry.source}' is not configured in {files['sources']}")
     return ProjectConfig(
         config_dir=config_dir,
+        rag=rag,
         sources=sources,
         use_cases=use_cases,
         processing_register=load_yaml_model(files["processing_register"], ProcessingRegister),

@@ -4,103 +4,17 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import shutil
 from decimal import Decimal
-from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
-import duckdb
 import polars as pl
-import pytest
 
 from agenix_assets.core.config import load_project_config
-from agenix_assets.core.sample_data import generate_sample_company
 from agenix_assets.definitions import build_definitions
-from tests.conftest import AS_OF, CONFIG_DIR
+from tests.conftest import AS_OF
+from tests.platform import Platform, check_evaluations, materialized_keys, raw_metadata
 
 SOURCES = ("crm_accounts", "crm_contacts", "support_tickets", "erp_orders", "kb_documents")
-
-
-@dataclass
-class Platform:
-    home: Path
-    config_dir: Path
-    instance: dg.DagsterInstance
-
-    @property
-    def landing(self) -> Path:
-        return self.home / "landing"
-
-    @property
-    def warehouse(self) -> Path:
-        return self.home / "warehouse.duckdb"
-
-    def run(self, selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
-        defs = build_definitions(config_dir=self.config_dir, home=self.home, as_of=AS_OF)
-        return dg.materialize(
-            list(defs.assets),
-            resources=defs.resources,
-            instance=self.instance,
-            selection=selection,
-            raise_on_error=False,
-        )
-
-    def query(self, sql: str, params: list | None = None) -> list[tuple]:
-        with duckdb.connect(str(self.warehouse), read_only=True) as con:
-            return con.execute(sql, params or []).fetchall()
-
-
-def raw_metadata(result: dg.ExecuteInProcessResult, source: str) -> dict:
-    [mat] = [
-        e.event_specific_data.materialization
-        for e in result.all_events
-        if e.event_type_value == "ASSET_MATERIALIZATION"
-        and e.event_specific_data.materialization.asset_key == dg.AssetKey(["raw", source])
-    ]
-    return {k: v.value for k, v in mat.metadata.items()}
-
-
-def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {
-        f"{e.asset_key.to_user_string()}:{e.check_name}": e
-        for e in (
-            ev.event_specific_data
-            for ev in result.all_events
-            if ev.event_type_value == "ASSET_CHECK_EVALUATION"
-        )
-    }
-
-
-def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
-    return {
-        e.event_specific_data.materialization.asset_key.to_user_string()
-        for e in result.all_events
-        if e.event_type_value == "ASSET_MATERIALIZATION"
-    }
-
-
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory) -> tuple[Platform, dg.ExecuteInProcessResult, dict]:
-    """Generate the small company and materialize everything once; tests copy this state before changing it."""
-    root = tmp_path_factory.mktemp("platform")
-    home = root / "home"
-    config_dir = root / "config"
-    shutil.copytree(CONFIG_DIR, config_dir)
-    summary = generate_sample_company(home / "landing", scale="small", seed=7, as_of=dt.date.fromisoformat(AS_OF))
-    platform = Platform(home, config_dir, dg.DagsterInstance.ephemeral())
-    result = platform.run()
-    return platform, result, summary
-
-
-@pytest.fixture
-def platform(first_run, tmp_path) -> Platform:
-    """A private copy of the materialized platform (landing zone, warehouse, config) for a test to change."""
-    source, _, _ = first_run
-    home, config_dir = tmp_path / "home", tmp_path / "config"
-    shutil.copytree(source.home, home)
-    shutil.copytree(source.config_dir, config_dir)
-    return Platform(home, config_dir, dg.DagsterInstance.ephemeral())
 
 
 def test_whole_graph_materializes_with_every_check_passing(first_run):

@@ -73,11 +73,13 @@ def test_new_ticket_file_triggers_tickets_and_crm_change_triggers_both_crm_sourc
     assert len({r.run_key for r in result.run_requests}) == 3
 
 
-def test_ingest_job_selects_the_gate_the_source_and_its_dbt_models():
+def test_ingest_job_selects_the_gate_the_source_and_what_reads_it():
     defs = build_definitions()
-    job = defs.resolve_job_def("ingest_support_tickets")
-    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert keys == {"privacy_review/support_tickets", "raw/support_tickets", "staging/stg_support_tickets", "cleaned/cleaned_support_tickets"}
+    tickets = {k.to_user_string() for k in defs.resolve_job_def("ingest_support_tickets").asset_layer.selected_asset_keys}
+    rag = {f"support_assistant/{n}" for n in ("redacted_documents", "chunks", "embeddings", "vector_index")}
+    assert tickets == {"privacy_review/support_tickets", "raw/support_tickets", "staging/stg_support_tickets", "cleaned/cleaned_support_tickets"} | rag
+    orders = {k.to_user_string() for k in defs.resolve_job_def("ingest_erp_orders").asset_layer.selected_asset_keys}
+    assert orders == {"privacy_review/erp_orders", "raw/erp_orders", "staging/stg_erp_orders", "cleaned/cleaned_erp_orders"}
 
 
 def test_nightly_schedule_runs_the_ingestion_job_at_two():
