@@ -15,6 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 PORT ?= 3000
+CHROMA_PORT ?= 8000
 SCALE ?= small
 INSTALL_STAMP := $(VENV)/.install-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-16)
 
@@ -32,10 +33,7 @@ $(INSTALL_STAMP): requirements.lock pyproject.toml
 install: $(INSTALL_STAMP)
 
 demo: install
-	$(BIN)/agenix init
-	$(BIN)/agenix sample-data --scale $(SCALE) --if-missing
-	$(BIN)/agenix materialize
-	$(BIN)/agenix ui --port $(PORT)
+	$(BIN)/agenix demo --scale $(SCALE) --port $(PORT) --chroma-port $(CHROMA_PORT)
 
 materialize: install
 	$(BIN)/agenix materialize

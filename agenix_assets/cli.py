@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import os
 import shutil
 import sys
@@ -29,6 +30,9 @@ concurrency:
 run_monitoring:
   enabled: true
 """
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON with --json PATH.")
+app.add_typer(bench_app, name="bench")
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Platform folder (default: $AGENIX_HOME or .agenix)", show_default=False)
@@ -138,6 +142,138 @@ def ui(
     workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
     os.execv(dagster, [dagster, "dev", "-w", str(workspace), "-h", host, "-p", str(port)])
+
+
+def _stop_group(proc) -> None:
+    """SIGINT the process group (dagster dev shuts its children down), then SIGTERM, then SIGKILL."""
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            # The leader is gone; give the rest of the group the same signal's grace period.
+            time.sleep(1)
+            os.killpg(proc.pid, 0)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            continue
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Web UI port")] = 3000,
+    chroma_port: Annotated[int, typer.Option(help="Chroma server port")] = 8000,
+    scale: Annotated[str, typer.Option(help="Sample company scale when the landing zone is empty")] = "small",
+    home: HomeOption = None,
+) -> None:
+    """The local stack: a Chroma server on AGENIX_HOME/chroma, every asset materialized, then the UI.
+
+    The Chroma server lets the UI's runs, the CLI and (later) the gateway read the same index from several
+    processes. Ctrl-C stops the UI and the Chroma server.
+    """
+    import signal
+    import subprocess
+
+    from .core.index import ChromaServer, chroma_client
+
+    paths = _paths(home)
+    init_home(paths)
+    url = f"http://127.0.0.1:{chroma_port}"
+    server = None
+    try:
+        chroma_client("server", port=chroma_port).heartbeat()
+        typer.echo(f"using the Chroma server already on {url}")
+    except Exception:
+        server = ChromaServer.start(paths.chroma, port=chroma_port, timeout=60)
+        typer.echo(f"Chroma server on {url} (data {paths.chroma}, log {server.log_path})")
+    env = {**os.environ, "AGENIX_CHROMA_URL": url}
+    agenix = [sys.executable, "-m", "agenix_assets.cli"]
+    ui_proc = None
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        subprocess.run([*agenix, "sample-data", "--scale", scale, "--if-missing"], env=env, check=True)
+        result = subprocess.run([*agenix, "materialize"], env=env)
+        if result.returncode != 0:
+            typer.echo("materialization failed: the UI shows which step and why", err=True)
+        # Its own process group, so stopping the UI reaches dagster dev's webserver, daemon and code servers.
+        ui_proc = subprocess.Popen([*agenix, "ui", "--port", str(port)], env=env, start_new_session=True)
+        ui_proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if ui_proc is not None:
+            _stop_group(ui_proc)
+        if server is not None:
+            server.stop()
+
+
+@bench_app.command("pii")
+def bench_pii(
+    scale: Annotated[str, typer.Option(help="sample company scale to generate and evaluate")] = "small",
+    seed: Annotated[int, typer.Option(help="sample seed")] = 7,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+) -> None:
+    """Precision and recall of PII redaction against the sample generator's manifest of planted PII."""
+    import tempfile
+    import time
+
+    from .core.pii import PiiRedactor, evaluate, load_evaluation_sample
+    from .core.sample_data import generate_sample_company
+
+    with tempfile.TemporaryDirectory() as tmp:
+        landing = Path(tmp) / "landing"
+        generate_sample_company(landing, scale=scale, seed=seed, as_of=dt.date(2026, 11, 1))
+        sample = load_evaluation_sample(landing)
+        redactor = PiiRedactor.from_contacts(sample["known_people"])
+        started = time.perf_counter()
+        report = evaluate(redactor, sample["texts"], sample["manifest"])
+        seconds = time.perf_counter() - started
+    report["texts_per_second"] = round(report["texts"] / seconds, 1)
+    rows = [("texts", report["texts"]), ("planted spans", report["planted"]), ("detected spans", report["detected"]),
+            ("recall, structured PII (target 0.99)", report["recall_structured"]),
+            ("recall, known-contact names (target 0.95)", report["recall_known_contact_names"]),
+            ("recall, unknown persons", report["recall_unknown_persons"]),
+            ("precision (target 0.9)", report["precision"]), ("texts/s", report["texts_per_second"])]
+    rows += [(f"  {t}: recall / precision", f"{v['recall']} / {v['precision']}") for t, v in sorted(report["per_type"].items())]
+    for name, value in rows:
+        typer.echo(f"{name:<45} {value}")
+    if json_path:
+        json_path.write_text(json.dumps({k: v for k, v in report.items() if k not in ("misses", "false_positives")}, indent=2))
+    if not report["meets_targets"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(
+    beir: Annotated[Path, typer.Option("--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
+    split: Annotated[str, typer.Option("--split", help="qrels split to evaluate (train is cross-fitted)")] = "train",
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="corpus embedding cache")] = None,
+) -> None:
+    """nDCG@10, Recall@10/100, MRR@10 and query latency of dense, BM25, hybrid and production retrieval."""
+    from .bench.retrieval import DEFAULT_CACHE_DIR, run_retrieval_benchmark
+
+    run_retrieval_benchmark(beir, split, json_path, cache_dir=cache_dir or DEFAULT_CACHE_DIR)
+
+
+@bench_app.command("indexing")
+def bench_indexing(
+    scale: Annotated[str, typer.Option(help="sample company scale")] = "large",
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="keep the benchmark's platform folder here")] = None,
+) -> None:
+    """Full index build throughput vs raw model.encode, rebuild after 1% of documents change, peak memory."""
+    from .bench.indexing import print_table, run_indexing_benchmark
+
+    print_table(run_indexing_benchmark(scale=scale, workdir=workdir, json_path=json_path))
 
 
 def main() -> None:
