@@ -20,6 +20,8 @@ import duckdb
 import pytest
 import yaml
 
+from agenix_assets.core.sources import DUCKDB_TYPES
+
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_DIR = REPO / "dbt_project"
 SOURCES_YAML = REPO / "config" / "sources.yaml"
@@ -29,15 +31,6 @@ AS_OF = "2026-11-01"
 
 pytestmark = pytest.mark.timeout(600)
 
-DUCKDB_TYPES = {
-    "string": "VARCHAR",
-    "integer": "BIGINT",
-    "float": "DOUBLE",
-    "decimal": "DECIMAL(18,4)",
-    "boolean": "BOOLEAN",
-    "date": "DATE",
-    "timestamp": "TIMESTAMP",
-}
 KB_COLUMNS = {
     "document_id": "VARCHAR",
     "path": "VARCHAR",
