@@ -408,11 +408,16 @@ class EmbedStats:
 
 
 def embed_with_cache(
-    embedder: Embedder, cache: EmbeddingCache | None, texts: Sequence[str], hashes: Sequence[str]
+    embedder: Embedder,
+    cache: EmbeddingCache | None,
+    texts: Sequence[str],
+    hashes: Sequence[str],
+    write_every: int = 2048,
 ) -> tuple[np.ndarray, EmbedStats]:
     """Vectors for ``texts`` (row i <-> hashes[i]), embedding only hashes the cache does not hold for this model.
 
-    Newly computed vectors are written back to the cache before returning.
+    New vectors are encoded and written to the cache ``write_every`` texts at a time, so an interrupted run
+    keeps what it embedded and memory does not grow with the corpus.
     """
     start = time.perf_counter()
     texts, hashes = list(texts), list(hashes)
@@ -428,11 +433,13 @@ def embed_with_cache(
         if h not in cached and h not in missing:
             missing[h] = t
     fresh: dict[str, np.ndarray] = {}
-    if missing:
-        matrix = embedder.encode(list(missing.values()))
+    keys = list(missing)
+    for i in range(0, len(keys), max(1, write_every)):
+        batch = keys[i : i + write_every]
+        matrix = embedder.encode([missing[h] for h in batch])
         if cache is not None:
-            cache.put_many((list(missing.keys()), matrix), model_id)
-        fresh = dict(zip(missing.keys(), matrix))
+            cache.put_many((batch, matrix), model_id)
+        fresh.update(zip(batch, matrix))
     out = np.empty((len(texts), dim), dtype=np.float32)
     hits = 0
     for i, h in enumerate(hashes):

@@ -1,0 +1,1 @@
+"""Benchmarks run from the `agenix bench ...` CLI (not part of the Dagster graph)."""
