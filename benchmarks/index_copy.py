@@ -1,33 +1,66 @@
-"""Micro-benchmark: carrying vectors forward between index versions, and query latency (embedded Chroma).
+"""Micro-benchmark: carrying vectors forward between index versions, before/after settings side by side (embedded
+Chroma, synthetic vectors, no model).
 
-    .venv/bin/python benchmarks/index_copy.py                 # 20k and 100k
-    .venv/bin/python benchmarks/index_copy.py --sizes 5000    # quick
+    .venv/bin/python benchmarks/index_copy.py                          # 20k and 100k, profiles before + after
+    .venv/bin/python benchmarks/index_copy.py --sizes 5000             # quick
+    .venv/bin/python benchmarks/index_copy.py --profiles before params after --sizes 20000
 
-For each N: build v1 from N synthetic (clustered) L2-normalised 384-d vectors with short texts (initial insert),
-then v2 with one chunk changed (N-1 vectors carried forward from v1, 1 embedded), then v3 with 10% changed.
-Also reports the raw read paths (get by ids vs paged scan), query latency p50/p95 (k=10, plain and with a
-where-filter) on the largest N, and the process's peak RSS. No model is loaded; vectors are synthetic.
+Profiles (each N runs every profile on the same data in one process, the builds interleaved in ABBA order, so the
+ratios stay comparable on a busy machine):
+
+- ``before``: Chroma's HNSW defaults (ef_construction 100, M 16, ef_search 100), copies in batches of 1000, text as a
+  Chroma document -- the settings before this benchmark's tuning.
+- ``params``: the chosen HNSW parameters and copy batch, text still as a Chroma document (isolates the text layout).
+- ``after``: ``VectorIndexStore`` defaults (``HNSW_DEFAULTS``, largest batch, text in record metadata).
+
+For each N and profile: v1 = full insert of N clustered L2-normalised 384-d vectors with ~900-character texts (a
+200-token chunk) and 8 metadata keys; v2 = rebuild after 1% of the chunks changed (99% carried forward from v1, 1%
+"embedded" instantly). Reported: v1 insert seconds, v2 seconds and records/s, process CPU seconds of v2 (steadier
+than wall time when other jobs share the cores), the projected rebuild cost as a share of a full build when
+embedding runs at ``--embed-rate`` chunks/s (full = N/rate + v1 insert; rebuild = 1% of N/rate + v2; the target is
+<= 5%), query latency p50/p95 (k=10, plain and with a where-filter), recall@10 of the HNSW index against exact
+numpy search, and get_all seconds. Peak RSS of the process is printed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agenix_assets.core.index import IndexChunk, VectorIndexStore, chroma_client  # noqa: E402
+from agenix_assets.core.index import (  # noqa: E402
+    CHROMA_HNSW_DEFAULTS,
+    IndexChunk,
+    VectorIndexStore,
+    chroma_client,
+)
 
 DIM = 384
 DOMAINS = ["support", "billing", "hr", "engineering"]
+PROFILES: dict[str, dict[str, Any]] = {
+    "before": {"hnsw": CHROMA_HNSW_DEFAULTS, "copy_batch_size": 1000, "text_storage": "document"},
+    "params": {"text_storage": "document"},
+    "after": {},
+}
+_VOCABULARY = """
+the a to of and in for on with is are be can you your our we it this that when by from at as or not all invoice refund
+plan annual monthly customer support ticket password reset security account export archive vacation leave expense
+report remote deploy staging service metric database migration policy employee manager approval payment card renewal
+subscription notification settings project release review incident alert page
+"""
+WORDS = _VOCABULARY.split()
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -37,116 +70,218 @@ def unit(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def clustered(rng: np.random.Generator, n: int, clusters: int = 500, spread: float = 0.08) -> np.ndarray:
     """Unit vectors around random topic centres: closer to real embeddings than uniform noise (on which every
-    point is nearly equidistant and HNSW recall is meaningless)."""
+    point is nearly equidistant and HNSW recall is meaningless). Within a cluster the noise is isotropic in 384-d,
+    which makes this a hard case for HNSW (real sentence embeddings have far lower intrinsic dimension)."""
     centres = unit(rng, clusters)
     v = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, DIM)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def texts(rng: np.random.Generator, n: int, chars: int) -> list[str]:
+    """``n`` distinct texts of about ``chars`` characters: 9 sentences from a pool of 4000 plus a unique prefix."""
+    sentences = [" ".join(rng.choice(WORDS, 16)) + "." for _ in range(4000)]
+    per = max(1, round(chars / (sum(map(len, sentences[:200])) / 200 + 1)))
+    picks = rng.integers(0, len(sentences), (n, per))
+    return [f"chunk {i}: " + " ".join(sentences[j] for j in row) for i, row in enumerate(picks)]
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(n: int, batch_size: int, queries: int, root: Path) -> dict[str, float]:
+def dataset(n: int, args: argparse.Namespace) -> tuple[np.ndarray, list[IndexChunk]]:
     rng = np.random.default_rng(n)
     vectors = clustered(rng, n)
+    bodies = texts(rng, n, args.text_chars)
     chunks = [
         IndexChunk(
             chunk_id=f"c{i:07d}",
             content_hash=f"h{i}",
-            text=f"chunk {i} about topic {i % 97} in the {DOMAINS[i % 4]} handbook, section {i % 13}",
-            metadata={"data_domain": DOMAINS[i % 4], "document_id": f"d{i // 20}", "token_count": 17},
+            text=bodies[i],
+            metadata={
+                "source": "kb",
+                "document_id": f"d{i // 20}",
+                "title": f"Handbook page {i // 20}",
+                "section_path": ["Handbook", f"Topic {i % 97}", f"Section {i % 13}"],
+                "data_domain": DOMAINS[i % 4],
+                "updated_at": "2026-10-01T00:00:00",
+                "token_count": 200,
+                "chunk_index": i % 20,
+            },
         )
         for i in range(n)
     ]
-    by_hash = {c.content_hash: vectors[i] for i, c in enumerate(chunks)}
-    embedded = [0]
+    return vectors, chunks
 
-    def embed(batch: list[IndexChunk]) -> np.ndarray:
-        embedded[0] += len(batch)
-        return np.stack([by_hash[c.content_hash] if c.content_hash in by_hash else unit(rng, 1)[0] for c in batch])
 
-    store = VectorIndexStore(chroma_client("embedded", root / f"chroma-{n}"))
-    out: dict[str, float] = {"n": n}
+class Trial:
+    """One profile's store and results for one N."""
 
-    t = time.perf_counter()
-    v1 = store.build_version("bench", chunks, embed, "random", batch_size=batch_size)
-    out["v1_insert_s"] = time.perf_counter() - t
-    assert v1.total == n
+    def __init__(self, n: int, profile: str, vectors: np.ndarray, chunks: list[IndexChunk], root: Path):
+        self.n, self.profile, self.vectors, self.chunks = n, profile, vectors, list(chunks)
+        self.by_hash = {c.content_hash: vectors[i] for i, c in enumerate(chunks)}
+        self.embedded = 0
+        self.store = VectorIndexStore(chroma_client("embedded", root / f"chroma-{profile}-{n}"), **PROFILES[profile])
+        hnsw = self.store.hnsw
+        self.out: dict[str, Any] = {
+            "n": n,
+            "profile": profile,
+            "hnsw": f"{hnsw['ef_construction']}/{hnsw['max_neighbors']}/{hnsw['ef_search']}",
+            "copy_batch": self.store.copy_batch_size,
+            "text": self.store.text_storage,
+        }
 
-    chunks[0] = IndexChunk(chunks[0].chunk_id, "changed-0", "changed text", chunks[0].metadata)
-    embedded[0] = 0
-    t = time.perf_counter()
-    v2 = store.build_version("bench", chunks, embed, "random", batch_size=batch_size)
-    out["v2_carry_s"] = time.perf_counter() - t
-    assert (v2.kept, v2.added, embedded[0]) == (n - 1, 1, 1), (v2, embedded)
+    def embed(self, batch: list[IndexChunk]) -> np.ndarray:
+        """Instant "embedding": the dataset vector, or for a changed chunk a random unit vector seeded by its hash
+        (the same for every profile)."""
+        self.embedded += len(batch)
+        rows = []
+        for c in batch:
+            if c.content_hash in self.by_hash:
+                rows.append(self.by_hash[c.content_hash])
+            else:
+                rows.append(unit(np.random.default_rng(zlib.crc32(c.content_hash.encode())), 1)[0])
+        return np.stack(rows)
 
-    for i in range(0, n, 10):
-        chunks[i] = IndexChunk(chunks[i].chunk_id, f"changed3-{i}", f"changed text {i}", chunks[i].metadata)
-    t = time.perf_counter()
-    v3 = store.build_version("bench", chunks, embed, "random", batch_size=batch_size)
-    out["v3_10pct_changed_s"] = time.perf_counter() - t
-    assert v3.added == len(range(0, n, 10))
+    def build_v1(self, args: argparse.Namespace) -> None:
+        t, c = time.perf_counter(), cpu_seconds()
+        v1 = self.store.build_version("bench", self.chunks, self.embed, "random", batch_size=args.batch_size)
+        self.out["v1_insert_s"] = time.perf_counter() - t
+        self.out["v1_cpu_s"] = cpu_seconds() - c
+        assert v1.total == self.n
 
-    # Raw read paths on v3 (what the carry-forward does internally: get by ids, in batches).
-    col = store.client.get_collection(v3.collection, embedding_function=None)
-    ids = [c.chunk_id for c in chunks]
-    t = time.perf_counter()
-    for s in range(0, n, batch_size):
-        col.get(ids=ids[s : s + batch_size], include=["embeddings"])
-    out["read_by_ids_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    page = store.max_batch_size
-    for s in range(0, n, page):
-        col.get(include=["embeddings"], limit=page, offset=s)
-    out["read_scan_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    store.get_all("bench")
-    out["get_all_s"] = time.perf_counter() - t
+    def build_v2(self, args: argparse.Namespace) -> None:
+        step = max(1, round(1 / args.changed))
+        for i in range(0, self.n, step):
+            old = self.chunks[i]
+            self.chunks[i] = IndexChunk(old.chunk_id, f"changed-{i}", old.text + " (edited)", old.metadata)
+        changed = len(range(0, self.n, step))
+        self.embedded = 0
+        t, c = time.perf_counter(), cpu_seconds()
+        v2 = self.store.build_version("bench", self.chunks, self.embed, "random", batch_size=args.batch_size)
+        self.out["v2_s"] = time.perf_counter() - t
+        self.out["v2_cpu_s"] = cpu_seconds() - c
+        assert (v2.kept, v2.added, self.embedded) == (self.n - changed, changed, changed), (v2, self.embedded)
+        self.out["v2_rec_per_s"] = self.n / self.out["v2_s"]
+        full = self.n / args.embed_rate + self.out["v1_insert_s"]
+        self.out["rebuild_pct_of_full"] = 100.0 * (changed / args.embed_rate + self.out["v2_s"]) / full
 
-    if queries:
-        qs = vectors[rng.integers(0, n, queries)] + 0.05 * rng.standard_normal((queries, DIM)).astype(np.float32)
-        qs /= np.linalg.norm(qs, axis=1, keepdims=True)
-        store.query("bench", qs[0], 10)  # warm: loads the HNSW segment
-        lat = []
-        for q in qs:
-            t = time.perf_counter()
-            store.query("bench", q, 10)
-            lat.append((time.perf_counter() - t) * 1000)
-        out["query_p50_ms"] = statistics.median(lat)
-        out["query_p95_ms"] = float(np.percentile(lat, 95))
-        lat = []
-        for q in qs[: max(1, queries // 2)]:
-            t = time.perf_counter()
-            store.query("bench", q, 10, where={"data_domain": "hr"})
-            lat.append((time.perf_counter() - t) * 1000)
-        out["query_where_p50_ms"] = statistics.median(lat)
-        # recall@10 of HNSW vs exact search, a sanity check that the copy is a working index
+    def measure_reads(self, args: argparse.Namespace) -> None:
+        store, out = self.store, self.out
+        t = time.perf_counter()
         ids_all, emb_all, _, _ = store.get_all("bench")
-        hits = 0
-        for q in qs[:50]:
-            exact = {ids_all[i] for i in np.argsort(-(emb_all @ q))[:10]}
-            hits += len(exact & {h.chunk_id for h in store.query("bench", q, 10)})
-        out["recall@10"] = hits / (10 * min(50, queries))
-    store.gc("bench", keep=1)
-    out["peak_rss_mb"] = rss_mb()
-    return out
+        out["get_all_s"] = time.perf_counter() - t
+        if args.queries:
+            qrng = np.random.default_rng(7)
+            qs = self.vectors[qrng.integers(0, self.n, args.queries)]
+            qs = qs + 0.05 * qrng.standard_normal((args.queries, DIM)).astype(np.float32)
+            qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+            store.query("bench", qs[0], 10)  # warm: loads the HNSW segment
+            lat, hits = [], 0
+            exact = np.argsort(-(qs @ emb_all.T), axis=1)[:, :10]
+            for q, ex in zip(qs, exact):
+                t = time.perf_counter()
+                got = store.query("bench", q, 10)
+                lat.append((time.perf_counter() - t) * 1000)
+                hits += len({ids_all[i] for i in ex} & {h.chunk_id for h in got})
+            out["query_p50_ms"] = statistics.median(lat)
+            out["query_p95_ms"] = float(np.percentile(lat, 95))
+            out["recall@10"] = hits / (10 * len(qs))
+            lat = []
+            for q in qs[: max(1, args.queries // 2)]:
+                t = time.perf_counter()
+                store.query("bench", q, 10, where={"data_domain": "hr"})
+                lat.append((time.perf_counter() - t) * 1000)
+            out["where_p50_ms"] = statistics.median(lat)
+        store.gc("bench", keep=1)
+
+
+def run(n: int, profiles: list[str], args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+    """Every profile on the same data, phases interleaved in ABBA order (v1: A B, v2: B A) so that a change in the
+    machine's load during the run does not favour one profile."""
+    vectors, chunks = dataset(n, args)
+    trials = [Trial(n, p, vectors, chunks, root) for p in profiles]
+    del chunks
+    for trial in trials:
+        trial.build_v1(args)
+    for trial in reversed(trials):
+        trial.build_v2(args)
+    for trial in trials:
+        trial.measure_reads(args)
+    return [trial.out for trial in trials]
+
+
+COLUMNS = [
+    ("n", "N", "{}"),
+    ("profile", "profile", "{}"),
+    ("hnsw", "efC/M/efS", "{}"),
+    ("copy_batch", "batch", "{}"),
+    ("text", "text", "{}"),
+    ("v1_insert_s", "v1 full s", "{:.1f}"),
+    ("v1_cpu_s", "v1 cpu s", "{:.1f}"),
+    ("v2_s", "v2 1% s", "{:.1f}"),
+    ("v2_rec_per_s", "v2 rec/s", "{:.0f}"),
+    ("v2_cpu_s", "v2 cpu s", "{:.1f}"),
+    ("rebuild_pct_of_full", "rebuild %", "{:.2f}"),
+    ("query_p50_ms", "q p50 ms", "{:.1f}"),
+    ("query_p95_ms", "q p95 ms", "{:.1f}"),
+    ("where_p50_ms", "where p50", "{:.1f}"),
+    ("recall@10", "recall@10", "{:.4f}"),
+    ("get_all_s", "get_all s", "{:.1f}"),
+]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    cells = [[title for _, title, _ in COLUMNS]]
+    for row in rows:
+        cells.append([fmt.format(row[key]) if key in row else "-" for key, _, fmt in COLUMNS])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    # speed-up of each profile's 1% rebuild versus the first profile of the same N
+    for n in dict.fromkeys(r["n"] for r in rows):
+        group = [r for r in rows if r["n"] == n]
+        base = group[0]
+        for r in group[1:]:
+            lines.append(
+                f"N={n}: {r['profile']} vs {base['profile']}: 1% rebuild {base['v2_s'] / r['v2_s']:.2f}x faster "
+                f"(wall), {base['v2_cpu_s'] / r['v2_cpu_s']:.2f}x (cpu); full insert "
+                f"{base['v1_insert_s'] / r['v1_insert_s']:.2f}x"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000])
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--profiles", nargs="+", default=["before", "after"], choices=list(PROFILES))
+    parser.add_argument("--batch-size", type=int, default=1000, help="embed batch size passed to build_version")
+    parser.add_argument("--changed", type=float, default=0.01, help="fraction of chunks changed for v2")
+    parser.add_argument("--embed-rate", type=float, default=50.0, help="chunks/s of the real embedder")
+    parser.add_argument("--text-chars", type=int, default=900, help="characters per chunk text")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the Chroma data (default: temp dir)")
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in args.sizes:
-            q = args.queries if n == max(args.sizes) else 0
-            res = run(n, args.batch_size, q, Path(tmp))
-            print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()), flush=True)
-            if n >= 1000:
-                print(f"    carry-forward throughput: {(n - 1) / res['v2_carry_s']:.0f} vectors/s", flush=True)
+            for res in run(n, args.profiles, args, Path(tmp)):
+                rows.append(res)
+                print(
+                    "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()),
+                    flush=True,
+                )
+    print()
+    print(table(rows))
+    print(f"peak RSS {rss_mb():.0f} MB; load average {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

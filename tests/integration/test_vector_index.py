@@ -16,12 +16,15 @@ import pytest
 
 from agenix_assets.core.embedding import CachedChunkEmbedder, EmbeddingCache, Embedder
 from agenix_assets.core.index import (
+    HNSW_DEFAULTS,
     STATUS_FAILED,
     STATUS_READY,
+    TEXT_KEY,
     ChromaServer,
     IndexChunk,
     VectorIndexStore,
     chroma_client,
+    hnsw_configuration,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -343,3 +346,88 @@ def test_server_mode_end_to_end(tmp_path, embedder, cache):
         v4 = writer.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id)
         assert v4.version == 4 and reader.live(USE_CASE) == v4  # the number after the debris
         assert [(v.version, v.status) for v in reader.versions(USE_CASE)] == [(1, "ready"), (2, "ready"), (4, "ready")]
+
+
+def test_hnsw_params_text_layouts_and_copy_batches(tmp_path, embedder, cache):
+    """New versions get the store's HNSW parameters (not the parent's), carry forward in ``copy_batch_size`` batches,
+    keep answering paraphrase queries, and read back the same texts whichever text layout a version uses."""
+    client = chroma_client("embedded", tmp_path / "chroma")
+    chunks = make_chunks()
+    # v1: Chroma-document layout with other HNSW parameters (as versions built before the tuning).
+    old = VectorIndexStore(client, hnsw={"ef_construction": 48, "max_neighbors": 12, "ef_search": 150},
+                           text_storage="document")
+    v1 = old.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id)
+    cfg1 = client.get_collection(v1.collection).configuration_json["hnsw"]
+    assert (cfg1["space"], cfg1["ef_construction"], cfg1["max_neighbors"], cfg1["ef_search"]) == ("cosine", 48, 12, 150)
+    raw1 = client.get_collection(v1.collection).get(ids=["hr-00"], include=["documents", "metadatas"])
+    assert raw1["documents"] == [CORPUS["hr"][0]] and TEXT_KEY not in raw1["metadatas"][0]
+
+    # v2: the default store; one chunk changed, the other 23 carried forward in batches of 5.
+    store = VectorIndexStore(client, copy_batch_size=5)
+    assert store.hnsw == HNSW_DEFAULTS and store.text_storage == "metadata" and store.copy_batch_size == 5
+    added_batches: list[int] = []
+    real_add = store._add
+    store._add = lambda col, batch, vectors, records: (added_batches.append(len(batch)),
+                                                       real_add(col, batch, vectors, records))
+    changed = change_text(chunks, "billing-01", "Refunds are only possible within fourteen days of purchase.")
+    e2 = embed_fn(embedder, cache)
+    v2 = store.build_version(USE_CASE, changed, e2, embedder.model_id, batch_size=8)
+    assert e2.embedded_ids == ["billing-01"] and (v2.kept, v2.added, v2.total) == (23, 1, 24)
+    assert added_batches == [5, 5, 5, 5, 3, 1]  # carried in copy batches, then the embedded one
+    col2 = client.get_collection(v2.collection)
+    cfg2 = col2.configuration_json["hnsw"]
+    assert {k: cfg2[k] for k in HNSW_DEFAULTS} == HNSW_DEFAULTS  # not inherited from v1
+    assert col2.metadata["text_storage"] == "metadata"
+    raw2 = col2.get(ids=["hr-00"], include=["documents", "metadatas"])
+    assert raw2["documents"] == [None] and raw2["metadatas"][0][TEXT_KEY] == CORPUS["hr"][0]
+
+    # The carried-forward version answers paraphrases with the right chunk, text and clean metadata.
+    cases = {
+        "how long can new parents stay home with pay": "hr-01",
+        "which days of the week do we ship releases to prod": "engineering-00",
+        "is there a time limit for getting my money back": "billing-01",
+    }
+    for question, expected in cases.items():
+        hit = store.query(USE_CASE, embedder.encode_query(question), k=3)[0]
+        assert hit.chunk_id == expected, question
+        assert hit.text == next(c.text for c in changed if c.chunk_id == expected)
+        assert TEXT_KEY not in hit.metadata and hit.metadata["data_domain"] == expected.split("-")[0]
+    hits = store.query(USE_CASE, embedder.encode_query("how do I pay"), k=10, where={"data_domain": "hr"})
+    assert len(hits) == 6 and all(TEXT_KEY not in h.metadata and h.text for h in hits)
+
+    # Both layouts read back identical texts and metadata through get_all (and v1 through the new store).
+    for version in (1, 2):
+        ids, emb, texts, metas = store.get_all(USE_CASE, version)
+        source = {c.chunk_id: c for c in (chunks if version == 1 else changed)}
+        assert sorted(ids) == sorted(source) and emb.shape == (24, 384)
+        assert all(t == source[i].text for i, t in zip(ids, texts))
+        assert all(TEXT_KEY not in m and m["content_hash"] == source[i].content_hash for i, m in zip(ids, metas))
+    v1_hit = store.query(USE_CASE, embedder.encode_query("can I get my money back for unused months"), 1, version=1)
+    assert v1_hit[0].chunk_id == "billing-01" and "prorated" in v1_hit[0].text
+
+
+def test_hnsw_configuration_validation(tmp_path):
+    assert hnsw_configuration() == HNSW_DEFAULTS
+    assert hnsw_configuration({"sync_threshold": 2000})["sync_threshold"] == 2000
+    assert hnsw_configuration({"space": "cosine", "ef_search": 64})["ef_search"] == 64
+    for bad, match in [
+        ({"num_threads": 2}, "ignored by Chroma"),
+        ({"batch_size": 5000}, "ignored by Chroma"),
+        ({"M": 16}, "unsupported"),
+        ({"space": "l2"}, "cosine"),
+        ({"ef_construction": 0}, "positive int"),
+        ({"max_neighbors": True}, "positive int"),
+        ({"resize_factor": 1.0}, "resize_factor"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            hnsw_configuration(bad)
+    client = chroma_client("embedded", tmp_path / "chroma")
+    with pytest.raises(ValueError, match="text_storage"):
+        VectorIndexStore(client, text_storage="fts")
+    with pytest.raises(ValueError, match="copy_batch_size"):
+        VectorIndexStore(client, copy_batch_size=0)
+    assert VectorIndexStore(client, copy_batch_size=10**6).copy_batch_size == client.get_max_batch_size()
+    with pytest.raises(ValueError, match="reserved"):
+        VectorIndexStore(client).build_version(
+            USE_CASE, [IndexChunk("x", "h", "t", {TEXT_KEY: "nope"})], lambda b: np.zeros((len(b), 3)), "m"
+        )

@@ -105,6 +105,13 @@ def test_encoder_single_query_matches_batch(encoder):
     assert float(single @ batch) > 0.9999
 
 
+def test_int8_query_encoder_stays_close(encoder):
+    fast = SentenceTransformerEncoder(num_threads=1, quantize="int8")
+    assert fast.quantize == "int8", fast.quantize_error
+    q = "Which warehouse stocks the replacement seal?"
+    assert float(fast.encode_query(q) @ encoder.encode_query(q)) > 0.95
+
+
 def test_dense_finds_paraphrase(encoder, dense, bm25):
     r = _retriever("dense", encoder, dense, bm25)
     hits = r.search("How do I get my money back for a broken product?", k=3)
@@ -226,10 +233,11 @@ def _synthetic_pools(n_queries: int, seed: int) -> list[LabelledPool]:
     return pools
 
 
-@pytest.mark.parametrize("kind", ["logreg", "hgb"])
+@pytest.mark.parametrize("kind", ["logreg", "hgb", "ensemble"])
 def test_learned_reranker_learns_the_signal(kind, tmp_path):
     train, test = _synthetic_pools(60, 1), _synthetic_pools(30, 2)
-    params = {"min_samples_leaf": 5, "max_iter": 50} if kind == "hgb" else {}
+    hgb = {"min_samples_leaf": 5, "max_iter": 50}
+    params = {"ensemble": {"hgb": hgb}, "hgb": hgb, "logreg": {}}[kind]
     rr = LearnedReranker.fit(train, kind=kind, params=params, metadata={"note": "unit"})
     before = evaluate_run({p.query_id: [c.id for c in p.candidates] for p in test}, {p.query_id: p.relevance for p in test})
     reranked = {p.query_id: [c.id for c in rr.rerank("q", p.candidates)] for p in test}
