@@ -264,6 +264,19 @@ def bench_retrieval(
     run_retrieval_benchmark(beir, split, json_path, cache_dir=cache_dir or DEFAULT_CACHE_DIR)
 
 
+@bench_app.command("retrieval-latency")
+def bench_retrieval_latency(
+    beir: Annotated[Path, typer.Option("--beir", help="BEIR folder used to synthesise passages")],
+    docs: Annotated[int, typer.Option("--docs", help="index size")] = 100_000,
+    queries: Annotated[int, typer.Option("--queries", help="timed queries")] = 200,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
+) -> None:
+    """Query latency p50/p95 (query embedding included) of every retrieval path on a synthetic index."""
+    from .bench.retrieval import DEFAULT_CACHE_DIR, run_latency_benchmark
+
+    run_latency_benchmark(beir, docs, queries, json_path, cache_dir=DEFAULT_CACHE_DIR)
+
+
 @bench_app.command("indexing")
 def bench_indexing(
     scale: Annotated[str, typer.Option(help="sample company scale")] = "large",

@@ -488,7 +488,7 @@ def load_retriever(root: Path, collection: str, retrieval: dict[str, Any], encod
 
     folder = artifacts_dir(root, collection)
     config = RetrievalConfig.model_validate({"domain_key": "data_domain", **retrieval})
-    dense = NumpyDenseIndex.load(folder / "dense", mmap=True) if config.mode != "bm25" else None
+    dense = NumpyDenseIndex.load(folder / "dense") if config.mode != "bm25" else None
     bm25 = BM25Index.load(folder / "bm25", mmap=True) if config.mode != "dense" else None
     return Retriever(config, encoder=encoder if dense is not None else None, dense=dense, bm25=bm25)
 
