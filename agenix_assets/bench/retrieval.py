@@ -118,9 +118,7 @@ def load_beir(directory: str | Path) -> BeirData:
             if line.strip():
                 q = json.loads(line)
                 queries[str(q["_id"])] = q["text"]
-    return BeirData(
-        directory, docs, queries, _sha256(directory / "corpus.jsonl"), _sha256(directory / "queries.jsonl")
-    )
+    return BeirData(directory, docs, queries, _sha256(directory / "corpus.jsonl"), _sha256(directory / "queries.jsonl"))
 
 
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -180,7 +178,9 @@ def cached_embeddings(
         tmp = cache_dir / f".{label}-{key}.{os.getpid()}.npy"
         np.save(tmp, vecs)
         tmp.replace(npy)
-        side.write_text(json.dumps({"key_parts": list(key_parts), "n": len(texts), "encode_seconds": round(seconds, 2)}))
+        side.write_text(
+            json.dumps({"key_parts": list(key_parts), "n": len(texts), "encode_seconds": round(seconds, 2)})
+        )
         info["file"] = str(npy)
     return vecs, info
 
@@ -223,7 +223,12 @@ def build_indexes(data: BeirData, encoder: QueryEncoder, cache_dir: Path | None)
         bm25,
         {
             "model_fingerprint": fp,
-            "corpus_encoding": {**enc_info, "docs_per_second": None if enc_info["cached"] else round(len(data.docs) / max(enc_info["encode_seconds"], 1e-9), 1)},
+            "corpus_encoding": {
+                **enc_info,
+                "docs_per_second": None
+                if enc_info["cached"]
+                else round(len(data.docs) / max(enc_info["encode_seconds"], 1e-9), 1),
+            },
             "bm25_index_seconds": round(bm25_seconds, 2),
             "bm25_params": bm25.params,
         },
@@ -352,6 +357,8 @@ def _run_retrieval_benchmark(
         raise FileNotFoundError(f"no qrels for split {split!r} under {beir_dir / 'qrels'}")
     eval_qrels = {q: r for q, r in data.qrels(split).items() if q in data.queries}
     eval_qids = sorted(eval_qrels)
+    if not eval_qids:
+        raise ValueError(f"qrels/{split}.tsv has no query that is in queries.jsonl")
     if encoder is None:
         encoder = SentenceTransformerEncoder(num_threads=torch_threads)
     say(f"[bench] {len(data.docs)} docs, {len(eval_qids)} {split} queries; encoding corpus (cached if possible)")
@@ -372,9 +379,9 @@ def _run_retrieval_benchmark(
     if data.has_split("train"):
         train_qrels = {q: r for q, r in data.qrels("train").items() if q in data.queries}
     prod_encoder: QueryEncoder = encoder
-    if getattr(encoder, "quantize", "none") != PRODUCTION_CONFIG.query_quantization:
-        if isinstance(encoder, SentenceTransformerEncoder):
-            prod_encoder = SentenceTransformerEncoder(encoder.model_path, quantize=PRODUCTION_CONFIG.query_quantization)
+    wanted = PRODUCTION_CONFIG.query_quantization
+    if getattr(encoder, "quantize", "none") != wanted and isinstance(encoder, SentenceTransformerEncoder):
+        prod_encoder = SentenceTransformerEncoder(encoder.model_path, quantize=wanted)
     prod_meta["query_encoder"] = model_fingerprint(prod_encoder)
     pool_retriever = Retriever(PRODUCTION_CONFIG, encoder=prod_encoder, dense=idx.dense, bm25=idx.bm25)
     qvec_ids = sorted(set(train_qrels) | set(eval_qids))
@@ -488,8 +495,11 @@ def _run_retrieval_benchmark(
                 "dataset": f"BEIR {beir_dir.name} (corpus sha256 {data.corpus_sha256[:16]})",
                 "pool": PRODUCTION_CONFIG.model_dump(),
                 "bm25_params": idx.meta["bm25_params"],
-                "model": idx.meta["model_fingerprint"],
+                "corpus_encoder": idx.meta["model_fingerprint"],
+                "query_encoder": model_fingerprint(prod_encoder),
                 "crossfit_ndcg@10_on_train": results["production"]["ndcg@10"] if split == "train" else None,
+                "fold_scheme_of_crossfit": prod_meta.get("fold_scheme"),
+                "license_note": "trained on SciFact labels (CC BY-NC 2.0): benchmark artefact, not for the product",
             },
         )
         full.save(save_reranker)
@@ -534,7 +544,11 @@ def format_table(results: dict[str, Any]) -> str:
         cells = []
         for c in cols:
             v = row.get(c)
-            cells.append(f"{v:>13.4f}" if c != "p50_query_ms" and v is not None else f"{(v if v is not None else float('nan')):>13.2f}")
+            cells.append(
+                f"{v:>13.4f}"
+                if c != "p50_query_ms" and v is not None
+                else f"{(v if v is not None else float('nan')):>13.2f}"
+            )
         lines.append(f"{name:<17}" + "".join(cells))
     return "\n".join(lines)
 
@@ -641,9 +655,8 @@ def run_latency_benchmark(
             results[name] = _pcts(lat)
             say(f"[latency] {name}: {results[name]}")
         for name, (cfg, enc, rr, where) in paths.items():
-            if "rerank" in name or "production" in name:
-                if rr is None:
-                    continue
+            if ("rerank" in name or "production" in name) and rr is None:
+                continue
             retr = Retriever(cfg, encoder=enc, dense=dense, bm25=bm25, reranker=rr)
             for q in sample[:10]:
                 retr.search(q, where=where)
@@ -690,13 +703,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command("retrieval")
     def retrieval_cmd(
-        beir: Annotated[Path, typer.Option("--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
-        split: Annotated[str, typer.Option("--split", help="qrels split to evaluate (train is cross-fitted)")] = "train",
+        beir: Annotated[
+            Path, typer.Option("--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+        ],
+        split: Annotated[
+            str, typer.Option("--split", help="qrels split to evaluate (train is cross-fitted)")
+        ] = "train",
         json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
         cache_dir: Annotated[Path, typer.Option("--cache-dir", help="embedding cache")] = DEFAULT_CACHE_DIR,
         folds: Annotated[int, typer.Option(help="cross-fitting folds when split=train")] = 5,
         seed: Annotated[int, typer.Option(help="fold and model seed")] = 13,
-        save_reranker: Annotated[Path | None, typer.Option(help="also save a reranker trained on all train queries")] = None,
+        save_reranker: Annotated[
+            Path | None, typer.Option(help="also save a reranker trained on all train queries")
+        ] = None,
     ) -> None:
         """Benchmark dense / BM25 / hybrid / production retrieval on a BEIR dataset."""
         run_retrieval_benchmark(

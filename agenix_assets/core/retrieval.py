@@ -260,7 +260,7 @@ class SentenceTransformerEncoder:
             if any(isinstance(m, torch.nn.Linear) for m in self.model.modules()):
                 raise RuntimeError("Linear layers were not replaced")
             self.quantize = "int8"
-        except Exception as exc:  # pragma: no cover - depends on the torch build
+        except (ImportError, RuntimeError, AttributeError, TypeError) as exc:  # pragma: no cover - torch build
             self.quantize_error = f"{type(exc).__name__}: {exc}"
 
     def encode_query(self, text: str) -> np.ndarray:
@@ -870,9 +870,10 @@ class _TreeEnsemble:
         self.trees = trees
         sizes = [len(t["value"]) for t in trees]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if trees else np.zeros(0, np.int64)
-        cat = lambda key, dtype: (  # noqa: E731
-            np.concatenate([np.asarray(t[key], dtype=dtype) for t in trees]) if trees else np.zeros(0, dtype)
-        )
+
+        def cat(key: str, dtype: Any) -> np.ndarray:
+            return np.concatenate([np.asarray(t[key], dtype=dtype) for t in trees]) if trees else np.zeros(0, dtype)
+
         self.roots = offsets
         self.value = cat("value", np.float64)
         self.feature = cat("feature", np.int64)
@@ -1088,7 +1089,7 @@ class LearnedReranker:
             "seed": seed,
             "n_queries": len(usable),
             "n_queries_skipped_no_positive_in_pool": len(pools) - len(usable),
-            "n_rows": int(len(y)),
+            "n_rows": len(y),
             "n_positive_rows": int(y.sum()),
             "query_ids_sha256": hashlib.sha256("\n".join(sorted(p.query_id for p in usable)).encode()).hexdigest(),
             "fit_seconds": round(time.perf_counter() - started, 3),
@@ -1146,7 +1147,9 @@ class LearnedReranker:
     def from_json(cls, obj: Mapping[str, Any]) -> LearnedReranker:
         if obj.get("format") != RERANKER_FORMAT:
             raise ValueError(f"not a {RERANKER_FORMAT} file")
-        return cls(obj["kind"], cls._model_from_json(obj["kind"], obj["model"]), obj["features"], obj.get("training", {}))
+        return cls(
+            obj["kind"], cls._model_from_json(obj["kind"], obj["model"]), obj["features"], obj.get("training", {})
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedReranker:
@@ -1345,14 +1348,14 @@ class Retriever:
         lex = self.bm25.candidate_features(terms, ids)
         if cfg.fusion == "rrf":
             fused = dict(
-                reciprocal_rank_fusion([dense_hits, bm25_hits], k=cfg.rrf_k, weights=[cfg.dense_weight, cfg.bm25_weight])
+                reciprocal_rank_fusion(
+                    [dense_hits, bm25_hits], k=cfg.rrf_k, weights=[cfg.dense_weight, cfg.bm25_weight]
+                )
             )
         else:
             d_map = {i: float(s) for i, s in zip(ids, dense_scores, strict=True)}
             b_map = {i: float(s) for i, s in zip(ids, lex["bm25"], strict=True)}
-            fused = dict(
-                weighted_score_fusion([d_map, b_map], [cfg.dense_weight, cfg.bm25_weight], cfg.normalization)
-            )
+            fused = dict(weighted_score_fusion([d_map, b_map], [cfg.dense_weight, cfg.bm25_weight], cfg.normalization))
         q_len = float(len(terms.tokens))
         pool = []
         for j, doc_id in enumerate(ids):

@@ -99,7 +99,14 @@ def test_benchmark_train_dev_and_fallback(tmp_path, encoder):
     # no train labels in the folder: the production reranker comes from a persisted model (never from dev)
     beir2 = _tiny_beir(tmp_path / "beir2", with_train=False)
     fallback = bench.run_retrieval_benchmark(
-        beir2, "dev", None, cache_dir=cache, fallback_reranker=saved, encoder=encoder, print_table=False, log=lambda m: None
+        beir2,
+        "dev",
+        None,
+        cache_dir=cache,
+        fallback_reranker=saved,
+        encoder=encoder,
+        print_table=False,
+        log=lambda m: None,
     )
     _check(fallback, "dev", 8)
     assert "persisted model" in fallback["meta"]["production"]["training"]

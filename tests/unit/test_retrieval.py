@@ -32,22 +32,73 @@ from agenix_assets.core.retrieval import (
 DOMAINS = ("support", "sales", "finance")
 
 TOPICS = [
-    ("refund", "Refund policy", "Customers can return defective items within thirty days for a full reimbursement of the purchase price."),
-    ("shipping", "Shipping times", "Standard parcels are delivered within three to five working days; express delivery arrives the next day."),
-    ("password", "Account access", "To reset a forgotten password, open the login page and follow the link sent to your email address."),
-    ("invoice", "Invoices", "Invoices are issued monthly and must be paid by bank transfer within 30 days of the invoice date."),
-    ("pump", "Pump maintenance", "Centrifugal pumps should be inspected every six months; replace worn seals and check the impeller."),
-    ("safety", "Safety gear", "Operators must wear gloves, goggles and steel-capped boots on the factory floor at all times."),
-    ("holiday", "Annual leave", "Employees accrue twenty-five days of paid holiday per year, requested through the HR portal."),
-    ("pricing", "Volume discounts", "Orders above ten thousand euros receive a tiered discount negotiated by the account manager."),
-    ("warranty", "Warranty terms", "All machines carry a two-year warranty covering manufacturing faults but not misuse or wear."),
-    ("forklift", "Forklift training", "Only certified staff may drive forklifts; certification requires a two-day course and an exam."),
-    ("recycling", "Waste handling", "Metal offcuts are collected in blue bins and sold to a certified recycling partner each week."),
+    (
+        "refund",
+        "Refund policy",
+        "Customers can return defective items within thirty days for a full reimbursement of the purchase price.",
+    ),
+    (
+        "shipping",
+        "Shipping times",
+        "Standard parcels are delivered within three to five working days; express delivery arrives the next day.",
+    ),
+    (
+        "password",
+        "Account access",
+        "To reset a forgotten password, open the login page and follow the link sent to your email address.",
+    ),
+    (
+        "invoice",
+        "Invoices",
+        "Invoices are issued monthly and must be paid by bank transfer within 30 days of the invoice date.",
+    ),
+    (
+        "pump",
+        "Pump maintenance",
+        "Centrifugal pumps should be inspected every six months; replace worn seals and check the impeller.",
+    ),
+    (
+        "safety",
+        "Safety gear",
+        "Operators must wear gloves, goggles and steel-capped boots on the factory floor at all times.",
+    ),
+    (
+        "holiday",
+        "Annual leave",
+        "Employees accrue twenty-five days of paid holiday per year, requested through the HR portal.",
+    ),
+    (
+        "pricing",
+        "Volume discounts",
+        "Orders above ten thousand euros receive a tiered discount negotiated by the account manager.",
+    ),
+    (
+        "warranty",
+        "Warranty terms",
+        "All machines carry a two-year warranty covering manufacturing faults but not misuse or wear.",
+    ),
+    (
+        "forklift",
+        "Forklift training",
+        "Only certified staff may drive forklifts; certification requires a two-day course and an exam.",
+    ),
+    (
+        "recycling",
+        "Waste handling",
+        "Metal offcuts are collected in blue bins and sold to a certified recycling partner each week.",
+    ),
 ]
 
 
 # Near-identical part codes: the embedding barely tells them apart, exact term matching does.
-PARTS = {"ZQ7781": "Rotterdam", "ZQ7718": "Hamburg", "ZQ1877": "Antwerp", "QZ7781": "Lyon", "ZQ7881": "Milan", "ZQ7780": "Porto"}
+PARTS = {
+    "ZQ7781": "Rotterdam",
+    "ZQ7718": "Hamburg",
+    "ZQ1877": "Antwerp",
+    "QZ7781": "Lyon",
+    "ZQ7881": "Milan",
+    "ZQ7780": "Porto",
+}
 
 
 def _corpus() -> list[Document]:
@@ -85,7 +136,9 @@ def corpus() -> list[Document]:
 
 @pytest.fixture(scope="module")
 def dense(encoder, corpus) -> NumpyDenseIndex:
-    return NumpyDenseIndex([d.id for d in corpus], encoder.encode([d.full_text for d in corpus]), [d.metadata for d in corpus])
+    return NumpyDenseIndex(
+        [d.id for d in corpus], encoder.encode([d.full_text for d in corpus]), [d.metadata for d in corpus]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +250,9 @@ def test_weighted_score_fusion_minmax():
 def test_metrics_hand_computed():
     rel = {"a": 1, "b": 1, "c": 1}
     ranking = ["x", "a", "y", "b"]
-    assert ndcg_at_k(ranking, rel, 10) == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3) + 0.5))
+    assert ndcg_at_k(ranking, rel, 10) == pytest.approx(
+        (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3) + 0.5)
+    )
     assert recall_at_k(ranking, rel, 2) == pytest.approx(1 / 3)
     assert recall_at_k(ranking, rel, 10) == pytest.approx(2 / 3)
     assert mrr_at_k(ranking, rel, 10) == pytest.approx(0.5)
@@ -239,7 +294,9 @@ def test_learned_reranker_learns_the_signal(kind, tmp_path):
     hgb = {"min_samples_leaf": 5, "max_iter": 50}
     params = {"ensemble": {"hgb": hgb}, "hgb": hgb, "logreg": {}}[kind]
     rr = LearnedReranker.fit(train, kind=kind, params=params, metadata={"note": "unit"})
-    before = evaluate_run({p.query_id: [c.id for c in p.candidates] for p in test}, {p.query_id: p.relevance for p in test})
+    before = evaluate_run(
+        {p.query_id: [c.id for c in p.candidates] for p in test}, {p.query_id: p.relevance for p in test}
+    )
     reranked = {p.query_id: [c.id for c in rr.rerank("q", p.candidates)] for p in test}
     after = evaluate_run(reranked, {p.query_id: p.relevance for p in test})
     assert after["mrr@10"] > before["mrr@10"] + 0.3
