@@ -536,14 +536,14 @@ class VectorIndexStore:
             return parent
 
         # Diff against the parent.
-        parent_hashes = self._content_hashes(parent.collection) if parent is not None else {}
+        parent_hashes = {} if parent is None else self._content_hashes(parent.collection, [c.chunk_id for c in chunks])
         if parent is not None and parent.embedder_id == embedder_id:
             keep_ids = [c.chunk_id for c in chunks if parent_hashes.get(c.chunk_id) == c.content_hash]
         else:
             keep_ids = []  # vectors of another model are never carried over
         keep_set = set(keep_ids)
         to_embed = [c for c in chunks if c.chunk_id not in keep_set]
-        removed = sum(1 for cid in parent_hashes if cid not in seen)
+        removed = self._collection(parent.collection).count() - len(parent_hashes) if parent is not None else 0
         by_id = {c.chunk_id: c for c in chunks}
 
         version = max((v.version for v in existing), default=0) + 1
@@ -642,18 +642,16 @@ class VectorIndexStore:
         col.modify(metadata=meta)
         return time.monotonic()
 
-    def _content_hashes(self, name: str) -> dict[str, str]:
+    def _content_hashes(self, name: str, ids: Sequence[str]) -> dict[str, str]:
+        """chunk_id -> stored content_hash for those of ``ids`` present in collection ``name``. Read by ids (index
+        lookups), not by offset pages, which Chroma serves more slowly the deeper they go."""
         col = self._collection(name, refresh=True)
         out: dict[str, str] = {}
-        page = self.max_batch_size
-        offset = 0
-        while True:
-            got = col.get(include=["metadatas"], limit=page, offset=offset)
+        for batch in _batches(list(ids), self.max_batch_size):
+            got = col.get(ids=list(batch), include=["metadatas"])
             for cid, meta in zip(got["ids"], got["metadatas"] or []):
                 out[cid] = (meta or {}).get(CONTENT_HASH_KEY, "")
-            if len(got["ids"]) < page:
-                return out
-            offset += page
+        return out
 
     # -- gc -----------------------------------------------------------------------------------------------------
     def gc(self, use_case: str, keep: int) -> list[str]:
