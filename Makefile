@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   install, generate the sample company, materialize every asset, start the UI on :3000
+#   make demo   install, then `agenix up`: Chroma, llama.cpp (Gemma), every asset materialized, the AI gateway on
+#               :8080 and the UI on :3000
 #   make test   install, run the whole test suite
 # Both are idempotent: the install step is skipped while requirements.lock and pyproject.toml are unchanged.
 
@@ -16,16 +17,19 @@ export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 PORT ?= 3000
 CHROMA_PORT ?= 8000
+GATEWAY_PORT ?= 8080
+LLM_PORT ?= 8090
 SCALE ?= small
 INSTALL_STAMP := $(VENV)/.install-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-16)
 
-.PHONY: install demo test materialize ui clean-home
+.PHONY: install system-deps demo test materialize ui clean-home
 
 $(INSTALL_STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch comes from the local CPU wheel that pip finds here; uv/poetry would fetch a CUDA build.
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	# llama-cpp-python compiles llama.cpp once (pip keeps the wheel in its cache): use every core.
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@rm -f $(VENV)/.install-*
 	@touch $@
@@ -33,7 +37,7 @@ $(INSTALL_STAMP): requirements.lock pyproject.toml
 install: $(INSTALL_STAMP)
 
 demo: install
-	$(BIN)/agenix demo --scale $(SCALE) --port $(PORT) --chroma-port $(CHROMA_PORT)
+	$(BIN)/agenix up --scale $(SCALE) --port $(PORT) --gateway-port $(GATEWAY_PORT) --llm-port $(LLM_PORT) --chroma-port $(CHROMA_PORT)
 
 materialize: install
 	$(BIN)/agenix materialize
@@ -41,7 +45,14 @@ materialize: install
 ui: install
 	$(BIN)/agenix ui --port $(PORT)
 
-test: install
+# System tools the tests drive: wrk (the gateway benchmark's load generator), from Debian's packages.
+system-deps:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; \
+	  else echo "install wrk (apt-get install wrk): the gateway benchmark test needs it" >&2; exit 1; fi; }
+
+test: install system-deps
 	$(BIN)/pytest
 
 clean-home:

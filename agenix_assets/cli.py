@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from serving.keys_cli import keys_app  # the gateway's key management lives with the gateway
 
 from .core.config import ConfigError, load_project_config
 from .core.paths import AgenixPaths
@@ -33,6 +35,7 @@ run_monitoring:
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON with --json PATH.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Platform folder (default: $AGENIX_HOME or .agenix)", show_default=False)
@@ -163,58 +166,6 @@ def _stop_group(proc) -> None:
             continue
 
 
-@app.command()
-def demo(
-    port: Annotated[int, typer.Option(help="Web UI port")] = 3000,
-    chroma_port: Annotated[int, typer.Option(help="Chroma server port")] = 8000,
-    scale: Annotated[str, typer.Option(help="Sample company scale when the landing zone is empty")] = "small",
-    home: HomeOption = None,
-) -> None:
-    """The local stack: a Chroma server on AGENIX_HOME/chroma, every asset materialized, then the UI.
-
-    The Chroma server lets the UI's runs, the CLI and (later) the gateway read the same index from several
-    processes. Ctrl-C stops the UI and the Chroma server.
-    """
-    import signal
-    import subprocess
-
-    from .core.index import ChromaServer, chroma_client
-
-    paths = _paths(home)
-    init_home(paths)
-    url = f"http://127.0.0.1:{chroma_port}"
-    server = None
-    try:
-        chroma_client("server", port=chroma_port).heartbeat()
-        typer.echo(f"using the Chroma server already on {url}")
-    except Exception:
-        server = ChromaServer.start(paths.chroma, port=chroma_port, timeout=60)
-        typer.echo(f"Chroma server on {url} (data {paths.chroma}, log {server.log_path})")
-    env = {**os.environ, "AGENIX_CHROMA_URL": url}
-    agenix = [sys.executable, "-m", "agenix_assets.cli"]
-    ui_proc = None
-
-    def stop(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        subprocess.run([*agenix, "sample-data", "--scale", scale, "--if-missing"], env=env, check=True)
-        result = subprocess.run([*agenix, "materialize"], env=env)
-        if result.returncode != 0:
-            typer.echo("materialization failed: the UI shows which step and why", err=True)
-        # Its own process group, so stopping the UI reaches dagster dev's webserver, daemon and code servers.
-        ui_proc = subprocess.Popen([*agenix, "ui", "--port", str(port)], env=env, start_new_session=True)
-        ui_proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if ui_proc is not None:
-            _stop_group(ui_proc)
-        if server is not None:
-            server.stop()
-
-
 @bench_app.command("pii")
 def bench_pii(
     scale: Annotated[str, typer.Option(help="sample company scale to generate and evaluate")] = "small",
@@ -287,6 +238,141 @@ def bench_indexing(
     from .bench.indexing import print_table, run_indexing_benchmark
 
     print_table(run_indexing_benchmark(scale=scale, workdir=workdir, json_path=json_path))
+
+
+ConfigDirOption = Annotated[
+    Path | None, typer.Option("--config-dir", help="config folder (default: $AGENIX_CONFIG_DIR or the repository's config/)",
+                              show_default=False)
+]
+
+
+def _config_dir(config_dir: Path | None) -> Path:
+    from .core.config import default_config_dir
+
+    return Path(config_dir or default_config_dir()).resolve()
+
+
+@app.command()
+def gateway(
+    port: Annotated[int | None, typer.Option(help="port (default: gateway.yaml, 8080)")] = None,
+    host: Annotated[str | None, typer.Option(help="interface (default: gateway.yaml, 127.0.0.1)")] = None,
+    environment: Annotated[str | None, typer.Option("--env", help="deployment manifest environment")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    home: HomeOption = None,
+    config_dir: ConfigDirOption = None,
+) -> None:
+    """Run the OpenAI-compatible AI gateway (config/gateway/*.yaml, keys and logs under AGENIX_HOME)."""
+    from serving.app import serve
+
+    paths = _paths(home)
+    try:
+        serve(_config_dir(config_dir), paths.home, host=host, port=port, environment=environment, log_level=log_level)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def _wait_http(url: str, timeout: float, proc=None, what: str = "") -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode(errors="replace")[:500]
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} not ready at {url} after {timeout:.0f} s: {last}")
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Dagster web UI port")] = 3000,
+    gateway_port: Annotated[int, typer.Option(help="AI gateway port")] = 8080,
+    llm_port: Annotated[int, typer.Option(help="llama.cpp server port")] = 8090,
+    chroma_port: Annotated[int, typer.Option(help="Chroma server port")] = 8000,
+    scale: Annotated[str, typer.Option(help="Sample company scale when the landing zone is empty")] = "small",
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="do not start dagster dev")] = False,
+    skip_materialize: Annotated[bool, typer.Option("--skip-materialize", help="serve what is already built")] = False,
+    home: HomeOption = None,
+    config_dir: ConfigDirOption = None,
+) -> None:
+    """The whole local stack with one command: Chroma server, llama.cpp server (Gemma 3 270M), every asset
+    materialized, the AI gateway and `dagster dev`. Waits until each is ready; Ctrl-C or SIGTERM stops them all."""
+    import signal
+    import subprocess
+
+    from serving.model_server import LlamaCppServer, gemma_model_path
+
+    from .core.index import ChromaServer, chroma_client
+
+    paths = _paths(home)
+    init_home(paths)
+    cfg = _config_dir(config_dir)
+    chroma_url = f"http://127.0.0.1:{chroma_port}"
+    llm_url = f"http://127.0.0.1:{llm_port}/v1"
+    env = {**os.environ, "AGENIX_CHROMA_URL": chroma_url, "AGENIX_LLM_URL": llm_url, "AGENIX_CONFIG_DIR": str(cfg)}
+    os.environ.update({k: env[k] for k in ("AGENIX_CHROMA_URL", "AGENIX_LLM_URL", "AGENIX_CONFIG_DIR")})
+    agenix = [sys.executable, "-m", "agenix_assets.cli"]
+    chroma = llm = None
+    procs: list = []
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        try:
+            chroma_client("server", port=chroma_port).heartbeat()
+            typer.echo(f"[up] using the Chroma server already on {chroma_url}")
+        except Exception:
+            chroma = ChromaServer.start(paths.chroma, port=chroma_port, timeout=60)
+            typer.echo(f"[up] Chroma server on {chroma_url} (data {paths.chroma}, log {chroma.log_path})")
+        llm = LlamaCppServer(gemma_model_path(), port=llm_port, log_path=paths.home / "logs" / "llama-server.log")
+        llm.start(wait=False)
+        if not skip_materialize:
+            subprocess.run([*agenix, "sample-data", "--scale", scale, "--if-missing"], env=env, check=True)
+            if subprocess.run([*agenix, "materialize"], env=env).returncode != 0:
+                typer.echo("[up] materialization failed: the UI shows which step and why", err=True)
+        llm.wait_ready(timeout=120)
+        typer.echo(f"[up] llama.cpp server (Gemma 3 270M) on {llm_url}")
+        gw = subprocess.Popen([*agenix, "gateway", "--port", str(gateway_port), "--config-dir", str(cfg)], env=env,
+                              start_new_session=True)
+        procs.append(gw)
+        _wait_http(f"http://127.0.0.1:{gateway_port}/readyz", 180, gw, "the gateway")
+        typer.echo(f"[up] AI gateway on http://127.0.0.1:{gateway_port}/v1  (create a key: agenix keys create "
+                   "--team support --use-case support-assistant --json)")
+        if no_ui:
+            typer.echo("[up] ready; Ctrl-C stops everything")
+            while all(p.poll() is None for p in procs):
+                time.sleep(1)
+            typer.echo("[up] a process exited; stopping the stack", err=True)
+        else:
+            ui_proc = subprocess.Popen([*agenix, "ui", "--port", str(port)], env=env, start_new_session=True)
+            procs.append(ui_proc)
+            typer.echo(f"[up] Dagster UI on http://127.0.0.1:{port}; Ctrl-C stops everything")
+            ui_proc.wait()
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        typer.echo(f"[up] {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        for p in reversed(procs):
+            _stop_group(p)
+        if llm is not None:
+            llm.stop()
+        if chroma is not None:
+            chroma.stop()
+        typer.echo("[up] stopped")
 
 
 def main() -> None:

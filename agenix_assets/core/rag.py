@@ -477,6 +477,10 @@ def write_retrieval_artifacts(
         Document(id=c.chunk_id, text=c.text, title=str(c.metadata.get("title", "")), metadata=dict(c.metadata))
         for c in chunks
     ).save(tmp / "bm25")
+    # The chunk texts, for readers that put retrieved passages in a prompt (the gateway never opens DuckDB).
+    with (tmp / "texts.jsonl").open("w", encoding="utf-8") as fh:
+        for c in chunks:
+            fh.write(json.dumps({"id": c.chunk_id, "text": c.text}, ensure_ascii=False) + "\n")
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)  # a reader sees a complete folder or none
@@ -491,6 +495,17 @@ def load_retriever(root: Path, collection: str, retrieval: dict[str, Any], encod
     dense = NumpyDenseIndex.load(folder / "dense") if config.mode != "bm25" else None
     bm25 = BM25Index.load(folder / "bm25", mmap=True) if config.mode != "dense" else None
     return Retriever(config, encoder=encoder if dense is not None else None, dense=dense, bm25=bm25)
+
+
+def load_chunk_texts(root: Path, collection: str) -> dict[str, str]:
+    """chunk id -> text of an index version's chunks (written beside its retrieval artifacts)."""
+    path = artifacts_dir(root, collection) / "texts.jsonl"
+    out: dict[str, str] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            out[row["id"]] = row["text"]
+    return out
 
 
 def prune_artifacts(root: Path, keep_collections: Iterable[str]) -> list[str]:

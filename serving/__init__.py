@@ -1,0 +1,1 @@
+"""The Agenix AI gateway: an OpenAI-compatible HTTP front door to the approved releases of every use case."""

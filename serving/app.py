@@ -1,0 +1,1081 @@
+"""The Agenix AI gateway: an OpenAI-compatible HTTP API in front of the approved releases of every use case.
+
+Endpoints: ``POST /v1/chat/completions`` (plain and SSE streaming, usage included), ``POST /v1/embeddings``,
+``GET /v1/models``, ``POST /v1/feedback``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus).
+
+A request's way through (``Gateway.chat``): body size -> API key (hash lookup) -> JSON -> target (a use case
+or a registry model) -> role and attribute checks -> rate limits (key and team; requests and tokens) -> team
+budget -> input guardrails (PII redaction before any model sees the text, prompt injection, topics, tools) ->
+for a use case: release from the live manifest (canary sticky per key; shadow mirrored), retrieval from its
+index version filtered by the key's data domains, the versioned prompt -> routing (small/large/extractive,
+cost-aware, circuit breaker) -> backend with fallback -> output PII scan -> response with usage and, for use
+cases, the sources in the ``agenix`` extension field -> one request-log record, metrics, limit settlement, cost.
+
+Errors use OpenAI's JSON shape ``{"error": {"message", "type", "param", "code"}}`` and status codes 400, 401,
+403, 404, 413, 429 (with Retry-After), 502, 503. The app is single-process asyncio; CPU work (embedding,
+retrieval, PII analysis of long texts) runs in a small thread pool so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+
+from .auth import AccessDenied, ApiKey, AuthError, KeyStore, keys_file
+from .backends import BackendError, BackendPool
+from .config import GatewayConfig, ModelSpec, Release, UseCaseSettings
+from .guardrails import GuardrailPolicy, Guardrails, GuardrailViolation
+from .limits import BudgetTracker, LimitSubject, RateLimiter
+from .logs import JsonlLog, content_for_log
+from .manifest import ManifestWatcher, pick_release, shadow_sampled
+from .metrics import GatewayMetrics
+from .rag import IndexUnavailable, Passage, UseCaseIndex
+from .routing import NoBackendAvailable, RouteDecision, Router
+
+log = logging.getLogger("agenix.gateway")
+
+JSON = "application/json"
+MAX_SHADOW_IN_FLIGHT = 8
+RECENT_REQUESTS = 100_000
+
+
+class ApiError(Exception):
+    """An error returned to the client in OpenAI's shape."""
+
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+             404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+             502: "api_error", 503: "api_error"}
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
+                 retry_after: int | None = None, type_: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+        self.retry_after = retry_after
+        self.type = type_ or self.TYPES.get(status, "api_error")
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self, request_id: str | None = None) -> Response:
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        if request_id:
+            headers["x-request-id"] = request_id
+        return Response(orjson.dumps(self.body()), status_code=self.status, media_type=JSON, headers=headers)
+
+
+def _json(obj: Any, status: int = 200, request_id: str | None = None) -> Response:
+    headers = {"x-request-id": request_id} if request_id else None
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=JSON,
+                    headers=headers)
+
+
+def estimate_tokens(text: str) -> int:
+    """~4 characters a token: used only before the backend reports real usage (limits are settled after)."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def message_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    raise ApiError(400, "messages[].content must be a string or a list of content parts", "invalid_value", "messages")
+
+
+def validate_chat_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", "invalid_body")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required and must be a string", "missing_required_parameter", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' is required and must be a non-empty list", "missing_required_parameter", "messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool", "developer"):
+            raise ApiError(400, f"messages[{i}] must be an object with role system, user, assistant, tool or developer",
+                           "invalid_value", f"messages[{i}].role")
+        message_text(m.get("content"))
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise ApiError(400, "'stream' must be a boolean", "invalid_type", "stream")
+    mt = body.get("max_tokens", body.get("max_completion_tokens"))
+    if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
+        raise ApiError(400, "'max_tokens' must be a positive integer", "invalid_value", "max_tokens")
+    return body
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            return message_text(m.get("content"))
+    return message_text(messages[-1].get("content"))
+
+
+def transcript_prompt(messages: list[dict[str, Any]]) -> str:
+    """A chat request for a base (completion-style) model: a plain transcript ending where the answer goes."""
+    lines = []
+    for m in messages:
+        role = {"system": "Instructions", "developer": "Instructions", "assistant": "Assistant"}.get(m["role"], "User")
+        lines.append(f"{role}: {message_text(m.get('content'))}")
+    lines.append("Assistant:")
+    return "\n".join(lines)
+
+
+@dataclass
+class RequestRecord:
+    """What the request log keeps of one request (see logs.py for the flush policy)."""
+
+    request_id: str
+    started: float
+    ts: str
+    endpoint: str
+    key_id: str | None = None
+    team: str | None = None
+    use_case: str | None = None
+    release: str | None = None
+    canary: bool = False
+    shadow: bool = False
+    model: str | None = None
+    requested_model: str | None = None
+    route_reason: str | None = None
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
+    stream: bool = False
+    status: int = 200
+    error_code: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    backend_ms: float | None = None
+    guardrail_events: list[dict[str, Any]] = field(default_factory=list)
+    retrieved: list[dict[str, Any]] = field(default_factory=list)
+    index_version: int | None = None
+    prompt_version: str | None = None
+    question: str | None = None
+    answer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("started")
+        return d
+
+
+@dataclass
+class Answer:
+    text: str
+    model: ModelSpec
+    tokens_in: int
+    tokens_out: int
+    finish_reason: str = "stop"
+    backend_ms: float = 0.0
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, home: Path, encoder: Any = None):
+        self.config = config
+        self.settings = config.settings
+        self.home = Path(home)
+        self.registry = config.registry
+        self.keys = KeyStore(keys_file(self.home))
+        self.limiter = RateLimiter()
+        self.budgets = BudgetTracker(self.home / "gateway" / "spend.json")
+        self.router = Router(self.registry, self.settings.routing)
+        self.backends = BackendPool()
+        policies = {name: GuardrailPolicy.model_validate(uc.guardrails) for name, uc in self.settings.use_cases.items()}
+        self.guardrails = Guardrails(policies, default=GuardrailPolicy.model_validate(self.settings.direct_guardrails))
+        self._encoder = encoder
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agenix-cpu")
+        self.indexes: dict[str, UseCaseIndex] = {}
+        self.prompts: dict[str, Any] = {}
+        self.manifest = ManifestWatcher(config.manifest_path, validate=self.validate_manifest)
+        rl = self.settings.request_log
+        log_dir = self.home / rl.dir
+        kw = dict(flush_interval_s=rl.flush_interval_s, rotate_bytes=int(rl.rotate_mb * 2**20),
+                  rotate_seconds=rl.rotate_minutes * 60)
+        self.request_log = JsonlLog(log_dir, "requests", **kw)
+        self.feedback_log = JsonlLog(log_dir, "feedback", **kw)
+        self.metrics = GatewayMetrics()
+        self.recent: OrderedDict[str, tuple[str, str]] = OrderedDict()  # request id -> (key id, team)
+        self._shadow_tasks: set[asyncio.Task] = set()
+        self.shadow_dropped = 0
+        self._bg: asyncio.Task | None = None
+        self._extractive = None
+        self.started_at = time.time()
+        self.ready_error: str | None = "starting"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from agenix_assets.core.retrieval import configure_query_threads, default_encoder
+
+            configure_query_threads()
+            # Full precision: /v1/embeddings must return the vectors the index was built with, whatever the batch.
+            self._encoder = default_encoder()
+        return self._encoder
+
+    def query_encoder(self, quantize: str) -> Any:
+        """The encoder a use case's retrieval config asks for (int8 query quantisation trades ~0.3% recall for
+        about half the query-embedding time); the full-precision one is shared."""
+        if quantize == "none" or self._encoder is not None and not hasattr(self._encoder, "encode_query"):
+            return self.encoder
+        from agenix_assets.core.retrieval import default_encoder
+
+        return default_encoder(quantize=quantize)
+
+    @property
+    def extractive(self) -> Any:
+        if self._extractive is None:
+            from .extractive import ExtractiveAnswerer
+
+            self._extractive = ExtractiveAnswerer(self.encoder)
+        return self._extractive
+
+    def load_use_cases(self) -> None:
+        from .prompts import load_prompt_book
+
+        index_root = self.home / "index"
+        for name, uc in self.settings.use_cases.items():
+            self.indexes[name] = UseCaseIndex.from_config(name, uc, self.config.config_dir, index_root, self.query_encoder)
+            self.prompts[name] = load_prompt_book(self.config.resolve(uc.prompts))
+
+    def validate_manifest(self, manifest: Any) -> None:
+        for uc, dep in manifest.use_cases.items():
+            if uc not in self.settings.use_cases:
+                raise ValueError(f"use_cases.{uc}: not a use case of the gateway (known: {sorted(self.settings.use_cases)})")
+            releases = [("release", dep.release)]
+            if dep.canary:
+                releases.append(("canary.release", dep.canary.release))
+            if dep.shadow:
+                releases.append(("shadow.release", dep.shadow.release))
+            for where, rel in releases:
+                if rel.model != "auto" and self.registry.get(rel.model) is None:
+                    raise ValueError(f"use_cases.{uc}.{where}.model: unknown or disabled model {rel.model!r}")
+                book = self.prompts.get(uc)
+                if book is not None:
+                    try:
+                        book.get(rel.prompt_version)
+                    except KeyError as exc:
+                        raise ValueError(f"use_cases.{uc}.{where}.prompt_version: {exc.args[0] if exc.args else exc}") from exc
+                if rel.index_version != "live" and uc in self.indexes:
+                    self.indexes[uc].resolve(rel.index_version)
+
+    async def startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.pool, self.load_use_cases)
+        self.manifest.poll()
+        await loop.run_in_executor(self.pool, self.warm_up)
+        self._bg = asyncio.create_task(self._background())
+
+    def warm_up(self) -> None:
+        """Load what the first request would otherwise wait for: PII engine, encoder, live indexes."""
+        self.guardrails.warm_up()
+        self.encoder.encode_query("warm up")
+        problems = []
+        manifest = self.manifest.current
+        if manifest is None:
+            problems.append(f"no valid deployment manifest ({self.manifest.last_error})")
+        else:
+            for uc, dep in manifest.use_cases.items():
+                try:
+                    self.indexes[uc].load(dep.release.index_version)
+                except IndexUnavailable as exc:
+                    problems.append(str(exc))
+        self.ready_error = "; ".join(problems) or None
+
+    async def _background(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.manifest_poll_s)
+            try:
+                self.keys.reload_if_changed()
+                if self.manifest.poll():
+                    self.metrics.manifest_reloads.inc()
+                    await asyncio.get_running_loop().run_in_executor(self.pool, self.warm_up)
+                elif self.ready_error and self.manifest.current is not None:
+                    # An index may have appeared since (first materialization while the gateway runs).
+                    await asyncio.get_running_loop().run_in_executor(self.pool, self.warm_up)
+                if time.monotonic() - last_flush > 10:
+                    self.budgets.flush()
+                    last_flush = time.monotonic()
+            except Exception:  # keep the loop alive whatever happens; the error is logged
+                log.exception("gateway background task")
+
+    async def shutdown(self) -> None:
+        if self._bg is not None:
+            self._bg.cancel()
+        if self._shadow_tasks:
+            await asyncio.wait(self._shadow_tasks, timeout=5)
+        await self.backends.close()
+        self.request_log.close()
+        self.feedback_log.close()
+        self.budgets.flush()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ request plumbing
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes", "request_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "request_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def authenticate(self, request: Request) -> ApiKey:
+        header = request.headers.get("authorization")
+        presented = None
+        if header:
+            scheme, _, token = header.partition(" ")
+            presented = token.strip() if scheme.lower() == "bearer" else None
+        try:
+            return self.keys.authenticate(presented)
+        except AuthError as exc:
+            raise ApiError(401, str(exc), exc.code) from exc
+
+    def authorize(self, key: ApiKey, action: str, **kw: Any) -> None:
+        try:
+            self.keys.authorize(key, action, **kw)
+        except AccessDenied as exc:
+            raise ApiError(403, str(exc), exc.code) from exc
+
+    def limit_subjects(self, key: ApiKey) -> list[LimitSubject]:
+        lim = self.settings.limits
+        team = self.settings.team(key.team)
+        return [
+            LimitSubject("key", key.key_id, key.rpm or lim.key_rpm, key.tpm or lim.key_tpm),
+            LimitSubject("team", key.team, team.rpm, team.tpm),
+        ]
+
+    def admit(self, key: ApiKey, est_tokens: int) -> list[LimitSubject]:
+        subjects = self.limit_subjects(key)
+        now = time.monotonic()
+        decision = self.limiter.check(subjects, est_tokens, now)
+        if not decision.allowed:
+            self.metrics.limited.labels(decision.limit_name or "limit").inc()
+            raise ApiError(429, decision.message, "rate_limit_exceeded", retry_after=decision.retry_after_s)
+        team = self.settings.team(key.team)
+        if team.monthly_budget is not None:
+            b = self.budgets.check(key.team, team.monthly_budget, _utcnow())
+            if not b.allowed:
+                self.limiter.settle(subjects, est_tokens, 0, now)
+                self.metrics.limited.labels("budget").inc()
+                raise ApiError(429, f"team {key.team!r} has spent {b.spent:.4f} of its monthly budget of "
+                               f"{b.budget:.2f} {self.registry.currency}", "insufficient_quota",
+                               retry_after=b.retry_after_s, type_="insufficient_quota")
+        return subjects
+
+    def settle(self, key: ApiKey, subjects: list[LimitSubject], est: int, rec: RequestRecord) -> None:
+        self.limiter.settle(subjects, est, rec.tokens_in + rec.tokens_out, time.monotonic())
+        if rec.cost:
+            self.budgets.add(key.team, rec.cost, _utcnow())
+
+    def remember(self, rec: RequestRecord) -> None:
+        if rec.key_id is None:
+            return
+        self.recent[rec.request_id] = (rec.key_id, rec.team or "")
+        if len(self.recent) > RECENT_REQUESTS:
+            self.recent.popitem(last=False)
+
+    def finish(self, rec: RequestRecord) -> None:
+        rec.latency_ms = round((time.perf_counter() - rec.started) * 1000, 3)
+        self.request_log.append(rec.to_dict())
+        self.metrics.observe(rec)
+        if not rec.shadow:
+            self.remember(rec)
+
+    # ------------------------------------------------------------------ generation
+
+    async def call_model(self, spec: ModelSpec, *, prompt: str | None, messages: list[dict] | None,
+                         params: dict[str, Any], passages: list[Passage], question: str) -> Answer:
+        t0 = time.perf_counter()
+        if spec.kind == "extractive":
+            loop = asyncio.get_running_loop()
+            got = await loop.run_in_executor(
+                self.pool, self.extractive.answer, question,
+                [(p.document_id, p.title, p.body, p.relevance) for p in passages])
+            if got is None:
+                raise _NoAnswer()
+            usage = got.usage or {}
+            tin = int(usage.get("prompt_tokens") or estimate_tokens(question))
+            tout = int(usage.get("completion_tokens") or estimate_tokens(got.text))
+            return Answer(got.text, spec, tin, tout, backend_ms=(time.perf_counter() - t0) * 1000)
+        if spec.prompt_style == "completion":
+            body = {"model": spec.upstream_name, "prompt": prompt, **params}
+            data = await self.backends.post_json(spec, "/completions", body)
+            text = (data.get("choices") or [{}])[0].get("text", "")
+            finish = (data.get("choices") or [{}])[0].get("finish_reason") or "stop"
+        else:
+            body = {"model": spec.upstream_name, "messages": messages, **params}
+            data = await self.backends.post_json(spec, "/chat/completions", body)
+            choice = (data.get("choices") or [{}])[0]
+            text = (choice.get("message") or {}).get("content") or ""
+            finish = choice.get("finish_reason") or "stop"
+        usage = data.get("usage") or {}
+        tin = int(usage.get("prompt_tokens") or estimate_tokens(prompt or orjson.dumps(messages).decode()))
+        tout = int(usage.get("completion_tokens") or estimate_tokens(text))
+        return Answer(text.strip(), spec, tin, tout, finish, (time.perf_counter() - t0) * 1000)
+
+    def render(self, spec: ModelSpec, use_case: str, release: Release, question: str,
+               passages: list[Passage], user_params: dict[str, Any]) -> tuple[str | None, list[dict] | None, dict]:
+        if spec.kind == "extractive":
+            return None, None, {}
+        version = self.prompts[use_case].get(release.prompt_version)
+        contexts = [p.text for p in passages]
+        budget = min(self.settings.use_cases[use_case].context_chars, spec.context_length * 3)
+        if spec.prompt_style == "completion":
+            prompt, params = version.render_completion(question, contexts, max_context_chars=budget)
+            messages = None
+        else:
+            messages, params = version.render_chat(question, contexts, max_context_chars=budget)
+            prompt = None
+        params = dict(params)
+        for k in ("temperature", "top_p", "seed"):
+            if k in user_params:
+                params[k] = user_params[k]
+        if user_params.get("max_tokens"):
+            params["max_tokens"] = min(int(user_params["max_tokens"]), int(params.get("max_tokens") or 1024))
+        return prompt, messages, params
+
+    async def answer_with_fallback(self, decision: RouteDecision, rec: RequestRecord, *, use_case: str,
+                                   release: Release, question: str, passages: list[Passage],
+                                   user_params: dict[str, Any]) -> Answer:
+        last: Exception | None = None
+        for spec in decision.chain:
+            now = time.monotonic()
+            if not self.router.breaker.allow(spec.name, now):
+                rec.fallbacks.append({"model": spec.name, "error": "circuit open"})
+                continue
+            try:
+                prompt, messages, params = self.render(spec, use_case, release, question, passages, user_params)
+                ans = await self.call_model(spec, prompt=prompt, messages=messages, params=params,
+                                            passages=passages, question=question)
+            except BackendError as exc:
+                self.router.breaker.failure(spec.name, time.monotonic())
+                self.metrics.backend_errors.labels(spec.name).inc()
+                rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300]})
+                last = exc
+                if not exc.retryable:
+                    break
+                continue
+            except _NoAnswer:
+                rec.fallbacks.append({"model": spec.name, "error": "no sentence relevant enough"})
+                last = _NoAnswer()
+                continue
+            self.router.breaker.success(spec.name)
+            return ans
+        if isinstance(last, _NoAnswer):
+            raise last
+        raise ApiError(502, f"every backend failed for this request: {'; '.join(f['model'] + ': ' + f['error'] for f in rec.fallbacks)}",
+                       "backend_error") from last
+
+    # ------------------------------------------------------------------ /v1/chat/completions
+
+    async def chat(self, request: Request) -> Response:
+        rid = "req_" + uuid.uuid4().hex[:24]
+        rec = RequestRecord(rid, time.perf_counter(), _utcnow().isoformat(timespec="milliseconds"), "chat")
+        try:
+            raw = await self.read_body(request)
+            key = self.authenticate(request)
+            rec.key_id, rec.team = key.key_id, key.team
+            try:
+                body = validate_chat_body(orjson.loads(raw))
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
+            rec.requested_model = body["model"]
+            rec.stream = bool(body.get("stream"))
+            if body["model"] in self.settings.use_cases:
+                return await self.chat_use_case(key, body, rec)
+            return await self.chat_direct(key, body, rec)
+        except ApiError as exc:
+            rec.status, rec.error_code = exc.status, exc.code
+            self.finish(rec)
+            return exc.response(rid)
+        except Exception as exc:  # a bug must still answer in OpenAI's shape and leave a log record
+            log.exception("request %s failed", rid)
+            rec.status, rec.error_code = 500, type(exc).__name__
+            self.finish(rec)
+            return ApiError(500, f"internal error ({type(exc).__name__}); request id {rid}", "internal_error",
+                            type_="api_error").response(rid)
+
+    async def chat_direct(self, key: ApiKey, body: dict[str, Any], rec: RequestRecord) -> Response:
+        model = body["model"]
+        spec = self.registry.get(model)
+        if spec is None or spec.kind == "embedding":
+            raise ApiError(404, f"The model {model!r} does not exist or is not enabled on this gateway", "model_not_found", "model")
+        if spec.kind == "extractive":
+            raise ApiError(400, f"model {model!r} answers only inside a use case (it needs retrieved context)", "model_not_supported", "model")
+        self.authorize(key, "chat", model=model)
+        messages = body["messages"]
+        prompt_text = "".join(message_text(m.get("content")) for m in messages)
+        est = estimate_tokens(prompt_text) + int(body.get("max_tokens") or body.get("max_completion_tokens") or 256)
+        subjects = self.admit(key, est)
+        try:
+            gr = self.guardrails.check_input(None, messages, body.get("tools"), body.get("tool_choice"))
+        except GuardrailViolation as exc:
+            rec.guardrail_events = [e.to_dict() for e in exc.events]
+            self.limiter.settle(subjects, est, 0, time.monotonic())
+            raise ApiError(400, exc.message, "guardrail_blocked", exc.rule) from exc
+        rec.guardrail_events = [e.to_dict() for e in gr.events]
+        if spec.fallbacks or self.router.breaker.state(model, time.monotonic()) != "closed":
+            try:
+                decision = self.router.route(model, text=last_user_text(messages), prompt_tokens=est, now=time.monotonic())
+            except NoBackendAvailable as exc:
+                self.limiter.settle(subjects, est, 0, time.monotonic())
+                raise ApiError(503, str(exc), "backend_unavailable", retry_after=exc.retry_after_s) from exc
+        else:  # the common case, without building a chain
+            decision = RouteDecision([spec], f"requested model {model}")
+        rec.route_reason = decision.reason
+        upstream = {k: v for k, v in body.items() if k not in ("model", "messages", "stream", "stream_options", "user")}
+        if rec.stream:
+            return await self.stream_direct(key, subjects, est, decision, gr.messages, upstream, rec)
+        last: Exception | None = None
+        for spec in decision.chain:
+            if not self.router.breaker.allow(spec.name, time.monotonic()):
+                rec.fallbacks.append({"model": spec.name, "error": "circuit open"})
+                continue
+            t0 = time.perf_counter()
+            try:
+                if spec.prompt_style == "completion":
+                    data = await self.backends.post_json(spec, "/completions", {
+                        "model": spec.upstream_name, "prompt": transcript_prompt(gr.messages),
+                        "stop": ["\nUser:", "\nInstructions:"], **_completion_params(upstream)})
+                    choice = (data.get("choices") or [{}])[0]
+                    data["choices"] = [{"index": 0, "message": {"role": "assistant", "content": (choice.get("text") or "").strip()},
+                                        "finish_reason": choice.get("finish_reason") or "stop"}]
+                    data["object"] = "chat.completion"
+                else:
+                    data = await self.backends.post_json(spec, "/chat/completions", {
+                        "model": spec.upstream_name, "messages": gr.messages, **upstream})
+            except BackendError as exc:
+                self.router.breaker.failure(spec.name, time.monotonic())
+                self.metrics.backend_errors.labels(spec.name).inc()
+                rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300]})
+                last = exc
+                if not exc.retryable:
+                    break
+                continue
+            self.router.breaker.success(spec.name)
+            rec.backend_ms = round((time.perf_counter() - t0) * 1000, 3)
+            rec.model = spec.name
+            usage = data.get("usage") or {}
+            rec.tokens_in = int(usage.get("prompt_tokens") or estimate_tokens(prompt_text))
+            rec.tokens_out = int(usage.get("completion_tokens") or 0)
+            rec.cost = spec.cost(rec.tokens_in, rec.tokens_out)
+            choices = data.get("choices") or []
+            for ch in choices:
+                msg = ch.get("message") or {}
+                if msg.get("content"):
+                    try:
+                        out = self.guardrails.check_output(None, msg["content"], placeholders=gr.placeholders)
+                    except GuardrailViolation as exc:
+                        rec.guardrail_events += [e.to_dict() for e in exc.events]
+                        self.settle(key, subjects, est, rec)
+                        raise ApiError(400, exc.message, "guardrail_blocked", exc.rule) from exc
+                    msg["content"] = out.text
+                    rec.guardrail_events += [e.to_dict() for e in out.events]
+            data["model"] = model
+            data["usage"] = {"prompt_tokens": rec.tokens_in, "completion_tokens": rec.tokens_out,
+                             "total_tokens": rec.tokens_in + rec.tokens_out}
+            data["agenix"] = {"request_id": rec.request_id, "model": spec.name, "route": decision.reason}
+            self.settle(key, subjects, est, rec)
+            policy = self.settings.request_log.content
+            rec.question = content_for_log(last_user_text(gr.messages), policy)
+            rec.answer = content_for_log((choices[0].get("message") or {}).get("content") if choices else None, policy)
+            self.finish(rec)
+            return _json(data, request_id=rec.request_id)
+        self.limiter.settle(subjects, est, 0, time.monotonic())
+        if last is None:
+            raise ApiError(503, f"model {model!r}: every backend has an open circuit; retry later", "backend_unavailable",
+                           retry_after=int(self.settings.routing.circuit_breaker.cooldown_s))
+        raise ApiError(502, f"model {model!r}: {'; '.join(f['model'] + ': ' + f['error'] for f in rec.fallbacks)}",
+                       "backend_error")
+
+    async def stream_direct(self, key: ApiKey, subjects: list[LimitSubject], est: int, decision: RouteDecision,
+                            messages: list[dict], upstream: dict[str, Any], rec: RequestRecord) -> Response:
+        requested = rec.requested_model or ""
+        last: Exception | None = None
+        for spec in decision.chain:
+            if not self.router.breaker.allow(spec.name, time.monotonic()):
+                rec.fallbacks.append({"model": spec.name, "error": "circuit open"})
+                continue
+            if spec.prompt_style == "completion":
+                path, body = "/completions", {"model": spec.upstream_name, "prompt": transcript_prompt(messages),
+                                              "stop": ["\nUser:", "\nInstructions:"], **_completion_params(upstream)}
+            else:
+                path, body = "/chat/completions", {"model": spec.upstream_name, "messages": messages, **upstream}
+            body["stream"] = True
+            if spec.prompt_style != "completion":
+                body["stream_options"] = {"include_usage": True}
+            it = self.backends.stream_json(spec, path, body)
+            try:
+                first = await it.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except BackendError as exc:
+                self.router.breaker.failure(spec.name, time.monotonic())
+                self.metrics.backend_errors.labels(spec.name).inc()
+                rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300]})
+                last = exc
+                continue
+            self.router.breaker.success(spec.name)
+            rec.model, rec.route_reason = spec.name, decision.reason
+            return StreamingResponse(self._relay(key, subjects, est, spec, requested, first, it, rec),
+                                     media_type="text/event-stream", headers={"x-request-id": rec.request_id})
+        self.limiter.settle(subjects, est, 0, time.monotonic())
+        raise ApiError(502 if last else 503, f"model {requested!r}: no backend could start the stream: "
+                       f"{'; '.join(f['model'] + ': ' + f['error'] for f in rec.fallbacks)}", "backend_error")
+
+    async def _relay(self, key: ApiKey, subjects: list[LimitSubject], est: int, spec: ModelSpec, requested: str,
+                     first: dict | None, it: AsyncIterator[dict], rec: RequestRecord) -> AsyncIterator[bytes]:
+        cid, created = "chatcmpl-" + rec.request_id[4:], int(time.time())
+        pieces: list[str] = []
+        usage: dict[str, Any] | None = None
+        try:
+            chunk = first
+            sent_role = False
+            while chunk is not None:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for ch in chunk.get("choices") or []:
+                    text = ch.get("text") if "text" in ch else (ch.get("delta") or {}).get("content")
+                    finish = ch.get("finish_reason")
+                    if text or finish or not sent_role:
+                        if rec.ttft_ms is None and text:
+                            rec.ttft_ms = round((time.perf_counter() - rec.started) * 1000, 3)
+                        delta: dict[str, Any] = {"content": text or ""}
+                        if not sent_role:
+                            delta["role"], sent_role = "assistant", True
+                        pieces.append(text or "")
+                        out = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": requested,
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                        if len(pieces) == 1:
+                            out["agenix"] = {"request_id": rec.request_id, "model": spec.name, "route": rec.route_reason}
+                        yield b"data: " + orjson.dumps(out) + b"\n\n"
+                try:
+                    chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    chunk = None
+        except BackendError as exc:
+            self.router.breaker.failure(spec.name, time.monotonic())
+            rec.status, rec.error_code = 502, "backend_error"
+            err = ApiError(502, f"backend failed mid-stream: {exc}", "backend_error")
+            yield b"data: " + orjson.dumps(err.body()) + b"\n\n"
+        text = "".join(pieces)
+        rec.tokens_in = int((usage or {}).get("prompt_tokens") or est)
+        rec.tokens_out = int((usage or {}).get("completion_tokens") or estimate_tokens(text))
+        rec.cost = spec.cost(rec.tokens_in, rec.tokens_out)
+        final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": requested, "choices": [],
+                 "usage": {"prompt_tokens": rec.tokens_in, "completion_tokens": rec.tokens_out,
+                           "total_tokens": rec.tokens_in + rec.tokens_out}}
+        yield b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n"
+        self.settle(key, subjects, est, rec)
+        rec.answer = content_for_log(text, self.settings.request_log.content)
+        self.finish(rec)
+
+    # ------------------------------------------------------------------ use cases (RAG)
+
+    async def chat_use_case(self, key: ApiKey, body: dict[str, Any], rec: RequestRecord) -> Response:
+        use_case = body["model"]
+        uc = self.settings.use_cases[use_case]
+        rec.use_case = use_case
+        self.authorize(key, "chat", use_case=use_case)
+        manifest = self.manifest.current
+        if manifest is None or use_case not in manifest.use_cases:
+            raise ApiError(503, f"use case {use_case!r} has no release in the {self.settings.environment} deployment manifest"
+                           + (f" ({self.manifest.last_error})" if self.manifest.last_error else ""), "no_release")
+        dep = manifest.use_cases[use_case]
+        choice = pick_release(use_case, dep, key.key_id)
+        rec.release, rec.canary, rec.prompt_version = choice.release.name, choice.canary, choice.release.prompt_version
+        messages = body["messages"]
+        question_raw = last_user_text(messages)
+        est = estimate_tokens(question_raw) + uc.context_chars // 4 + int(body.get("max_tokens") or 256)
+        subjects = self.admit(key, est)
+        try:
+            gr = self.guardrails.check_input(use_case, messages, body.get("tools"), body.get("tool_choice"))
+        except GuardrailViolation as exc:
+            rec.guardrail_events = [e.to_dict() for e in exc.events]
+            self.limiter.settle(subjects, est, 0, time.monotonic())
+            self.metrics.guardrail_blocks.labels(exc.rule).inc()
+            raise ApiError(400, exc.message, "guardrail_blocked", exc.rule) from exc
+        rec.guardrail_events = [e.to_dict() for e in gr.events]
+        question = last_user_text(gr.messages)
+        try:
+            answer, passages, decision, idx_version = await self.run_release(use_case, uc, choice.release, key, question, body, rec)
+        except ApiError:
+            self.limiter.settle(subjects, est, 0, time.monotonic())
+            raise
+        rec.index_version = idx_version
+        sources = [p.public(i + 1) for i, p in enumerate(passages)]
+        rec.retrieved = [{"chunk_id": p.chunk_id, "document_id": p.document_id, "score": round(p.score, 6),
+                          "relevance": round(p.relevance, 4)} for p in passages]
+        policy = self.settings.request_log.content
+        rec.question = content_for_log(question, policy)
+        if dep.shadow is not None and shadow_sampled(rec.request_id, dep.shadow.sample_rate):
+            self.mirror(use_case, uc, dep.shadow.release, key, question, body, rec)
+        ext = {"request_id": rec.request_id, "use_case": use_case, "release": choice.release.name,
+               "canary": choice.canary, "model": rec.model, "route": rec.route_reason, "index_version": idx_version,
+               "prompt_version": choice.release.prompt_version, "sources": sources, "answered": answer is not None,
+               "guardrails": rec.guardrail_events}
+        text = answer.text if answer is not None else self.prompts[use_case].get(choice.release.prompt_version).no_answer
+        if answer is not None:
+            try:
+                out = self.guardrails.check_output(use_case, text, placeholders=gr.placeholders)
+            except GuardrailViolation as exc:
+                rec.guardrail_events += [e.to_dict() for e in exc.events]
+                self.settle(key, subjects, est, rec)
+                raise ApiError(400, exc.message, "guardrail_blocked", exc.rule) from exc
+            text = out.text
+            rec.guardrail_events += [e.to_dict() for e in out.events]
+            ext["guardrails"] = rec.guardrail_events
+        rec.answer = content_for_log(text, policy)
+        self.settle(key, subjects, est, rec)
+        usage = {"prompt_tokens": rec.tokens_in, "completion_tokens": rec.tokens_out,
+                 "total_tokens": rec.tokens_in + rec.tokens_out}
+        cid, created = "chatcmpl-" + rec.request_id[4:], int(time.time())
+        finish = answer.finish_reason if answer is not None else "stop"
+        if rec.stream:
+            return StreamingResponse(self._stream_answer(cid, created, use_case, text, finish, usage, ext, rec),
+                                     media_type="text/event-stream", headers={"x-request-id": rec.request_id})
+        self.finish(rec)
+        return _json({"id": cid, "object": "chat.completion", "created": created, "model": use_case,
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                      "usage": usage, "agenix": ext}, request_id=rec.request_id)
+
+    async def _stream_answer(self, cid: str, created: int, model: str, text: str, finish: str, usage: dict,
+                             ext: dict, rec: RequestRecord) -> AsyncIterator[bytes]:
+        """The use-case answer as SSE. The answer is complete (and output-scanned) before the first byte, so no
+        unscanned text ever leaves; words are sent as separate deltas, as clients expect of a stream."""
+        def chunk(delta: dict, fin: str | None = None, **extra: Any) -> bytes:
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": fin}], **extra}
+            return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+        rec.ttft_ms = round((time.perf_counter() - rec.started) * 1000, 3)
+        words = text.split(" ")
+        yield chunk({"role": "assistant", "content": words[0]}, None, agenix=ext)
+        for w in words[1:]:
+            yield chunk({"content": " " + w})
+        yield chunk({}, finish)
+        yield b"data: " + orjson.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                        "model": model, "choices": [], "usage": usage}) + b"\n\ndata: [DONE]\n\n"
+        self.finish(rec)
+
+    async def run_release(self, use_case: str, uc: UseCaseSettings, release: Release, key: ApiKey, question: str,
+                          body: dict[str, Any], rec: RequestRecord) -> tuple[Answer | None, list[Passage], RouteDecision | None, int]:
+        index = self.indexes[use_case]
+        loop = asyncio.get_running_loop()
+        try:
+            idx, passages = await loop.run_in_executor(
+                self.pool, index.retrieve, question, release.index_version, key.allowed_domains())
+        except IndexUnavailable as exc:
+            raise ApiError(503, str(exc), "index_unavailable") from exc
+        relevant = index.relevant(passages)
+        if not relevant:
+            rec.model, rec.route_reason = None, "nothing relevant retrieved -> no answer"
+            rec.tokens_in = estimate_tokens(question)
+            return None, passages, None, idx.version
+        try:
+            decision = self.router.route(
+                release.model, text=question, prompt_tokens=estimate_tokens(question) + uc.context_chars // 4,
+                quality_tier=uc.quality_tier, simple_quality_tier=uc.simple_quality_tier, needs_context=True,
+                now=time.monotonic())
+        except NoBackendAvailable as exc:
+            raise ApiError(503, str(exc), "backend_unavailable", retry_after=exc.retry_after_s) from exc
+        except LookupError as exc:
+            raise ApiError(503, f"release {release.name}: model {release.model!r} is not enabled", "backend_unavailable") from exc
+        rec.route_reason = decision.reason
+        params = {k: body[k] for k in ("temperature", "top_p", "seed", "max_tokens") if k in body}
+        try:
+            ans = await self.answer_with_fallback(decision, rec, use_case=use_case, release=release, question=question,
+                                                  passages=relevant, user_params=params)
+        except _NoAnswer:
+            rec.model, rec.route_reason = None, decision.reason + "; no backend found an answer in the context"
+            return None, relevant, decision, idx.version
+        rec.model, rec.backend_ms = ans.model.name, round(ans.backend_ms, 3)
+        rec.tokens_in, rec.tokens_out = ans.tokens_in, ans.tokens_out
+        rec.cost = ans.model.cost(ans.tokens_in, ans.tokens_out)
+        if ans.model.name != decision.model.name:
+            rec.route_reason = decision.reason + f"; fell back to {ans.model.name}"
+        return ans, relevant, decision, idx.version
+
+    def mirror(self, use_case: str, uc: UseCaseSettings, release: Release, key: ApiKey, question: str,
+               body: dict[str, Any], primary: RequestRecord) -> None:
+        """Run the shadow release on a copy of the (already redacted) request; its answer is logged, never returned."""
+        if len(self._shadow_tasks) >= MAX_SHADOW_IN_FLIGHT:
+            self.shadow_dropped += 1
+            return
+
+        async def run() -> None:
+            rec = RequestRecord(primary.request_id + "_shadow", time.perf_counter(), _utcnow().isoformat(timespec="milliseconds"),
+                                "chat", key.key_id, key.team, use_case, release.name, shadow=True,
+                                requested_model=use_case, prompt_version=release.prompt_version)
+            try:
+                ans, passages, _, version = await self.run_release(use_case, uc, release, key, question, body, rec)
+                rec.index_version = version
+                rec.retrieved = [{"chunk_id": p.chunk_id, "document_id": p.document_id, "score": round(p.score, 6)} for p in passages]
+                policy = self.settings.request_log.content
+                rec.question = content_for_log(question, policy)
+                rec.answer = content_for_log(ans.text if ans else None, policy)
+            except ApiError as exc:
+                rec.status, rec.error_code = exc.status, exc.code
+            except Exception as exc:  # a shadow never affects the primary; record what went wrong
+                rec.status, rec.error_code = 500, type(exc).__name__
+            self.finish(rec)
+
+        task = asyncio.create_task(run())
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    # ------------------------------------------------------------------ other endpoints
+
+    async def embeddings(self, request: Request) -> Response:
+        rid = "req_" + uuid.uuid4().hex[:24]
+        rec = RequestRecord(rid, time.perf_counter(), _utcnow().isoformat(timespec="milliseconds"), "embeddings")
+        try:
+            raw = await self.read_body(request)
+            key = self.authenticate(request)
+            rec.key_id, rec.team = key.key_id, key.team
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
+            if not isinstance(body, dict):
+                raise ApiError(400, "request body must be a JSON object", "invalid_body")
+            model = body.get("model")
+            spec = self.registry.get(model) if isinstance(model, str) else None
+            if spec is None or spec.kind != "embedding":
+                names = [m.name for m in self.registry.models if m.kind == "embedding" and m.enabled]
+                raise ApiError(404, f"The model {model!r} is not an embedding model of this gateway (available: {names})",
+                               "model_not_found", "model")
+            rec.model = rec.requested_model = spec.name
+            self.authorize(key, "embeddings", model=spec.name)
+            inputs = body.get("input")
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+                raise ApiError(400, "'input' must be a string or a non-empty list of strings", "invalid_value", "input")
+            if len(inputs) > 2048:
+                raise ApiError(400, f"'input' has {len(inputs)} items; at most 2048 per request", "invalid_value", "input")
+            fmt = body.get("encoding_format", "float")
+            if fmt not in ("float", "base64"):
+                raise ApiError(400, "'encoding_format' must be 'float' or 'base64'", "invalid_value", "encoding_format")
+            est = sum(estimate_tokens(t) for t in inputs)
+            subjects = self.admit(key, est)
+            t0 = time.perf_counter()
+            vectors = await asyncio.get_running_loop().run_in_executor(self.pool, self._embed, inputs)
+            rec.backend_ms = round((time.perf_counter() - t0) * 1000, 3)
+            rec.tokens_in = est
+            rec.cost = spec.cost(est, 0)
+            self.settle(key, subjects, est, rec)
+            data = []
+            for i, v in enumerate(vectors):
+                emb: Any = base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64" else v.tolist()
+                data.append({"object": "embedding", "index": i, "embedding": emb})
+            self.finish(rec)
+            return _json({"object": "list", "data": data, "model": spec.name,
+                          "usage": {"prompt_tokens": est, "total_tokens": est}}, request_id=rid)
+        except ApiError as exc:
+            rec.status, rec.error_code = exc.status, exc.code
+            self.finish(rec)
+            return exc.response(rid)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        enc = self.encoder
+        if hasattr(enc, "encode"):
+            return np.asarray(enc.encode(texts), dtype=np.float32)
+        return np.stack([enc.encode_query(t) for t in texts]).astype(np.float32)
+
+    async def models(self, request: Request) -> Response:
+        try:
+            key = self.authenticate(request)
+            self.authorize(key, "models")
+        except ApiError as exc:
+            return exc.response()
+        created = int(self.started_at)
+        data = [{"id": uc, "object": "model", "created": created, "owned_by": "agenix:use-case"}
+                for uc in self.settings.use_cases if key.allows_use_case(uc)]
+        data += [{"id": m.name, "object": "model", "created": created, "owned_by": f"agenix:{m.kind}"}
+                 for m in self.registry.models if m.enabled and m.kind in ("openai", "embedding") and key.allows_model(m.name)]
+        return _json({"object": "list", "data": data})
+
+    async def feedback(self, request: Request) -> Response:
+        try:
+            raw = await self.read_body(request)
+            key = self.authenticate(request)
+            self.authorize(key, "feedback")
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
+            fb = _validate_feedback(body)
+            owner = self.recent.get(fb["request_id"])
+            if owner is None or owner[1] != key.team:
+                raise ApiError(404, f"unknown request_id {fb['request_id']!r} (not a recent request of team {key.team!r})",
+                               "request_not_found", "request_id")
+            record = {"feedback_id": "fb_" + uuid.uuid4().hex[:20], "ts": _utcnow().isoformat(timespec="milliseconds"),
+                      "key_id": key.key_id, "team": key.team, **fb}
+            if "comment" in record:
+                record["comment"] = content_for_log(record["comment"], self.settings.request_log.content)
+            self.feedback_log.append(record)
+            self.metrics.feedback.labels(str(fb.get("rating", "none"))).inc()
+            return _json({"id": record["feedback_id"], "object": "feedback", "request_id": fb["request_id"]})
+        except ApiError as exc:
+            return exc.response()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        manifest = self.manifest.current
+        now = time.monotonic()
+        body = {
+            "ready": self.ready_error is None,
+            "problem": self.ready_error,
+            "environment": self.settings.environment,
+            "manifest": {"path": str(self.manifest.path), "sha": self.manifest.sha, "reloads": self.manifest.reloads,
+                         "rejected": self.manifest.rejections, "last_error": self.manifest.last_error},
+            "use_cases": {},
+            "circuits": self.router.breaker.snapshot(now),
+        }
+        if manifest is not None:
+            for uc, dep in manifest.use_cases.items():
+                idx = self.indexes.get(uc)
+                body["use_cases"][uc] = {"release": dep.release.name, "model": dep.release.model,
+                                         "index_versions": idx.available_versions() if idx else [],
+                                         "loaded": idx.resident() if idx else []}
+        return self.ready_error is None, body
+
+
+class _NoAnswer(Exception):
+    pass
+
+
+def _completion_params(upstream: dict[str, Any]) -> dict[str, Any]:
+    out = {k: upstream[k] for k in ("temperature", "top_p", "seed", "stop") if k in upstream}
+    out["max_tokens"] = int(upstream.get("max_tokens") or upstream.get("max_completion_tokens") or 128)
+    return out
+
+
+def _validate_feedback(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "feedback must be a JSON object", "invalid_body")
+    allowed = {"request_id", "rating", "comment", "escalated", "answer_used"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown feedback field(s) {unknown}; allowed: {sorted(allowed)}", "invalid_value", unknown[0])
+    rid = body.get("request_id")
+    if not isinstance(rid, str) or not rid.startswith("req_"):
+        raise ApiError(400, "'request_id' is required: the x-request-id (or agenix.request_id) of the answer", "missing_required_parameter", "request_id")
+    rating = body.get("rating")
+    if rating is not None and (not isinstance(rating, int) or isinstance(rating, bool) or not -1 <= rating <= 5):
+        raise ApiError(400, "'rating' must be an integer: 1..5 stars, or -1 (thumbs down) / 1 (thumbs up)", "invalid_value", "rating")
+    for f in ("escalated", "answer_used"):
+        if f in body and not isinstance(body[f], bool):
+            raise ApiError(400, f"'{f}' must be a boolean", "invalid_type", f)
+    comment = body.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > 4000):
+        raise ApiError(400, "'comment' must be a string of at most 4000 characters", "invalid_value", "comment")
+    if len(body) == 1:
+        raise ApiError(400, "feedback needs at least one of rating, comment, escalated, answer_used", "missing_required_parameter")
+    return {k: body[k] for k in body}
+
+
+def _utcnow():
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+def create_app(config_dir: Path, home: Path, environment: str | None = None, encoder: Any = None) -> FastAPI:
+    config = GatewayConfig.load(Path(config_dir), environment)
+    gateway = Gateway(config, Path(home), encoder=encoder)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await gateway.startup()
+        try:
+            yield
+        finally:
+            await gateway.shutdown()
+
+    app = FastAPI(title="Agenix AI gateway", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.gateway = gateway
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await gateway.chat(request)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await gateway.embeddings(request)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        return await gateway.models(request)
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        return await gateway.feedback(request)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok", "uptime_s": round(time.time() - gateway.started_at, 1)})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok, body = gateway.readiness()
+        return _json(body, status=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        data, ctype = gateway.metrics.render(gateway)
+        return Response(data, media_type=ctype)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return ApiError(404, f"no route {request.method} {request.url.path}", "not_found").response()
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return ApiError(400, f"method {request.method} is not allowed on {request.url.path}", "method_not_allowed").response()
+
+    return app
+
+
+def serve(config_dir: Path, home: Path, host: str | None = None, port: int | None = None,
+          environment: str | None = None, log_level: str = "warning") -> None:
+    """Run the gateway in this process (uvloop + httptools when installed). ``agenix gateway`` calls this."""
+    import uvicorn
+
+    app = create_app(config_dir, home, environment)
+    settings = app.state.gateway.settings
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level,
+                access_log=False, loop="auto", http="auto", timeout_graceful_shutdown=5)
+
+
+__all__ = ["ApiError", "Gateway", "create_app", "estimate_tokens", "serve"]

@@ -1,0 +1,263 @@
+"""Gateway configuration: the model registry, gateway settings and the live deployment manifest.
+
+All three are YAML under ``config/`` (version-controlled), validated by pydantic models that forbid unknown keys;
+every error names the file, line and key (``agenix_assets.core.config.load_yaml_model``).
+
+* ``config/gateway/models.yaml``: every backend the gateway may call (OpenAI-compatible HTTP servers such as
+  llama.cpp's server or vLLM, the in-process extractive answerer and embedder) with its price, size class,
+  quality tier, prompt style, context length and timeouts.
+* ``config/gateway/gateway.yaml``: port, body limit, per-key and per-team limits and budgets, routing rules,
+  request-log policy, and per use case its RAG settings and guardrails.
+* ``config/deployments/<environment>.yaml``: which release (model, prompt version, index version) serves each
+  use case, with an optional canary and shadow release. Reloaded while the gateway runs (see manifest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agenix_assets.core.config import ConfigError, Strict, load_yaml_model
+
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    """``${NAME}`` / ``${NAME:-default}`` from the environment, so one registry serves laptop and cluster."""
+
+    def sub(m: re.Match) -> str:
+        got = os.environ.get(m.group(1))
+        if got is None:
+            if m.group(2) is None:
+                raise ValueError(f"environment variable {m.group(1)} is not set and has no default")
+            return m.group(2)
+        return got
+
+    return _ENV_REF.sub(sub, value)
+
+
+# ------------------------------------------------------------------------------------------------ model registry
+
+
+class ModelSpec(Strict):
+    """One backend. ``kind``: ``openai`` (an OpenAI-compatible HTTP server), ``extractive`` (sentences chosen from
+    the retrieved context, in-process) or ``embedding`` (the local embedder, for /v1/embeddings)."""
+
+    name: str = Field(pattern=MODEL_NAME)
+    kind: Literal["openai", "extractive", "embedding"] = "openai"
+    description: str = ""
+    enabled: bool = True
+    base_url: str | None = None  # e.g. http://127.0.0.1:8081/v1 ; ${ENV:-default} expanded
+    backend_model: str | None = None  # the name the backend knows the model by (default: name)
+    api_key_env: str | None = None  # environment variable holding the backend's key, if it needs one
+    size: Literal["small", "large"] = "small"
+    quality_tier: int = Field(default=1, ge=0, le=9)
+    prompt_style: Literal["chat", "completion", "none"] = "chat"
+    price_per_1k_input: float = Field(default=0.0, ge=0)
+    price_per_1k_output: float = Field(default=0.0, ge=0)
+    context_length: int = Field(default=4096, ge=128)
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+    fallbacks: list[str] = Field(default_factory=list)  # tried in order when this backend fails or times out
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> ModelSpec:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError(f"model {self.name!r}: kind 'openai' needs base_url")
+        if self.kind != "openai" and self.prompt_style != "none" and self.kind == "embedding":
+            raise ValueError(f"model {self.name!r}: an embedding model has prompt_style 'none'")
+        return self
+
+    def url(self) -> str:
+        assert self.base_url is not None
+        try:
+            return expand_env(self.base_url).rstrip("/")
+        except ValueError as exc:
+            raise ConfigError(f"model {self.name!r} base_url: {exc}") from exc
+
+    @property
+    def upstream_name(self) -> str:
+        return self.backend_model or self.name
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return tokens_in / 1000 * self.price_per_1k_input + tokens_out / 1000 * self.price_per_1k_output
+
+
+class ModelRegistry(Strict):
+    currency: str = "EUR"
+    models: list[ModelSpec]
+
+    @model_validator(mode="after")
+    def _unique_and_known_fallbacks(self) -> ModelRegistry:
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model names must be unique; repeated: {dup}")
+        for m in self.models:
+            unknown = [f for f in m.fallbacks if f not in names]
+            if unknown:
+                raise ValueError(f"model {m.name!r} falls back to unknown model(s) {unknown}; known: {names}")
+        return self
+
+    def get(self, name: str) -> ModelSpec | None:
+        for m in self.models:
+            if m.name == name and m.enabled:
+                return m
+        return None
+
+    def generators(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.enabled and m.kind in ("openai", "extractive")]
+
+
+# ------------------------------------------------------------------------------------------------ gateway settings
+
+
+class TeamSettings(Strict):
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    monthly_budget: float | None = Field(default=None, ge=0)
+
+
+class LimitSettings(Strict):
+    key_rpm: int | None = Field(default=600, ge=1)  # default per key; a key may carry its own
+    key_tpm: int | None = Field(default=200_000, ge=1)
+    default_team: TeamSettings = TeamSettings()
+
+
+class RequestLogSettings(Strict):
+    dir: str = "logs"  # relative to AGENIX_HOME
+    # What of the request and answer text is written: the redacted text, a sha256 of it, or nothing.
+    content: Literal["redacted", "hashed", "none"] = "redacted"
+    flush_interval_s: float = Field(default=1.0, gt=0, le=10)
+    rotate_mb: float = Field(default=64, gt=0)
+    rotate_minutes: float = Field(default=60, gt=0)
+
+
+class CircuitBreakerSettings(Strict):
+    failures: int = Field(default=3, ge=1)  # consecutive failures that open the circuit
+    cooldown_s: float = Field(default=30.0, gt=0)  # how long an open circuit refuses calls before one trial
+
+
+class RoutingSettings(Strict):
+    large_prompt_tokens: int = Field(default=800, ge=1)  # longer prompts want a large model
+    large_markers: list[str] = Field(
+        default_factory=lambda: ["step by step", "compare", "analyse", "analyze", "explain why", "summarise",
+                                 "summarize", "draft", "write a", "rewrite", "translate", "plan"]
+    )
+    simple_max_tokens: int = Field(default=25, ge=1)  # a simple factual question is short (words) ...
+    simple_markers: list[str] = Field(  # ... and starts like a lookup
+        default_factory=lambda: ["what", "what's", "when", "where", "which", "who", "how many", "how much",
+                                 "how long", "how often", "is there", "does", "do you", "can i"]
+    )
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+
+
+class UseCaseSettings(Strict):
+    """A use case as a model: ``model: "support-assistant"`` runs its RAG path."""
+
+    rag_config: str  # config/rag/<file>.yaml: where its index lives and how it is retrieved
+    prompts: str  # config/prompts/<file>.yaml
+    quality_tier: int = Field(default=1, ge=0)  # the cheapest model at or above this tier answers ...
+    simple_quality_tier: int | None = Field(default=None, ge=0)  # ... or at or above this one for simple questions
+    top_k: int = Field(default=4, ge=1, le=50)
+    min_relevance: float = Field(default=0.25, ge=-1, le=1)  # best dense similarity below this: "I don't know"
+    context_chars: int = Field(default=1800, ge=200)
+    guardrails: dict[str, Any] = Field(default_factory=dict)  # serving.guardrails.GuardrailPolicy
+
+
+class GatewaySettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    environment: str = Field(default="local", pattern=r"^[a-z][a-z0-9_-]*$")
+    manifest: str = "deployments/{environment}.yaml"  # relative to the config folder
+    manifest_poll_s: float = Field(default=1.0, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    limits: LimitSettings = LimitSettings()
+    teams: dict[str, TeamSettings] = Field(default_factory=dict)
+    routing: RoutingSettings = RoutingSettings()
+    request_log: RequestLogSettings = RequestLogSettings()
+    direct_guardrails: dict[str, Any] = Field(default_factory=dict)  # policy for requests that name a model
+    use_cases: dict[str, UseCaseSettings] = Field(default_factory=dict)
+
+    @field_validator("use_cases")
+    @classmethod
+    def _use_case_names(cls, v: dict[str, UseCaseSettings]) -> dict[str, UseCaseSettings]:
+        for name in v:
+            if not re.match(MODEL_NAME, name):
+                raise ValueError(f"use case name {name!r} must match {MODEL_NAME}")
+        return v
+
+    def team(self, name: str) -> TeamSettings:
+        return self.teams.get(name, self.limits.default_team)
+
+
+# ------------------------------------------------------------------------------------------------ deployment manifest
+
+
+class Release(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    model: str  # a registry model, or "auto": routing picks per request
+    prompt_version: str
+    index_version: int | Literal["live"] = "live"  # "live": the newest ready index version
+
+
+class CanaryRelease(Strict):
+    release: Release
+    weight: float = Field(ge=0, le=1)  # share of keys (sticky per key) that get the canary
+
+
+class ShadowRelease(Strict):
+    release: Release
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+
+
+class UseCaseDeployment(Strict):
+    release: Release
+    canary: CanaryRelease | None = None
+    shadow: ShadowRelease | None = None
+
+
+class DeploymentManifest(Strict):
+    environment: str
+    use_cases: dict[str, UseCaseDeployment] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+class GatewayConfig:
+    """Everything the gateway reads from the config folder at start (the manifest is reloaded separately)."""
+
+    def __init__(self, config_dir: Path, settings: GatewaySettings, registry: ModelRegistry):
+        self.config_dir = Path(config_dir)
+        self.settings = settings
+        self.registry = registry
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.config_dir / self.settings.manifest.format(environment=self.settings.environment)
+
+    def resolve(self, relative: str) -> Path:
+        return self.config_dir / relative
+
+    @classmethod
+    def load(cls, config_dir: Path, environment: str | None = None) -> GatewayConfig:
+        config_dir = Path(config_dir)
+        settings = load_yaml_model(config_dir / "gateway" / "gateway.yaml", GatewaySettings)
+        registry = load_yaml_model(config_dir / "gateway" / "models.yaml", ModelRegistry)
+        if environment:
+            settings = settings.model_copy(update={"environment": environment})
+        for uc, s in settings.use_cases.items():
+            for rel in (s.rag_config, s.prompts):
+                if not (config_dir / rel).is_file():
+                    raise ConfigError(f"{config_dir / 'gateway' / 'gateway.yaml'}: use_cases.{uc}: file {rel} not found")
+        for m in registry.models:
+            if m.kind == "openai" and m.enabled:
+                m.url()  # an unset ${VAR} without default fails here, naming the model
+        return cls(config_dir, settings, registry)

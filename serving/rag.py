@@ -1,0 +1,173 @@
+"""The RAG query path of a use case: retrieve from an index version, fill the versioned prompt, cite sources.
+
+An index version's retrieval artifacts (exact dense index, BM25, chunk texts) are written by the Dagster
+``vector_index`` asset under ``$AGENIX_HOME/index/<collection>``; the gateway loads them read-only (it never opens
+Chroma's embedded store or DuckDB, so it runs beside Dagster and other readers). ``index_version: live`` is the
+newest version whose artifacts are complete (folders are renamed into place whole). Loaded versions are cached;
+a new version is loaded on first use and the older ones dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agenix_assets.core.config import RagSettings, load_yaml_model
+from agenix_assets.core.index import collection_name
+from agenix_assets.core.rag import artifacts_dir, load_chunk_texts, load_retriever
+
+from .config import UseCaseSettings
+
+DEFAULT_NAMESPACE = "agenix"
+
+
+@dataclass
+class Passage:
+    chunk_id: str
+    document_id: str
+    title: str
+    source: str
+    section: str
+    text: str
+    score: float  # final ranking score
+    relevance: float  # dense cosine similarity of query and chunk (calibrated enough for "nothing relevant")
+
+    @property
+    def body(self) -> str:
+        """The text without the heading-path line the chunker puts first (for quoting sentences)."""
+        first, sep, rest = self.text.partition("\n")
+        head = first.strip()
+        if sep and head and (head == self.section or head in self.section or self.section.endswith(head)
+                             or (self.title and head.startswith(self.title))):
+            return rest.strip()
+        return self.text
+
+    def public(self, rank: int) -> dict[str, Any]:
+        return {
+            "rank": rank,
+            "document_id": self.document_id,
+            "title": self.title,
+            "source": self.source,
+            "section": self.section,
+            "chunk_id": self.chunk_id,
+            "score": round(self.score, 6),
+            "relevance": round(self.relevance, 4),
+        }
+
+
+@dataclass
+class LoadedIndex:
+    collection: str
+    version: int
+    retriever: Any
+    texts: dict[str, str]
+
+
+class IndexUnavailable(Exception):
+    pass
+
+
+class UseCaseIndex:
+    """Index versions of one use case, loaded on demand (thread-safe; retrieval runs in worker threads)."""
+
+    def __init__(self, name: str, settings: UseCaseSettings, rag: RagSettings, index_root: Path, encoder: Any,
+                 namespace: str = DEFAULT_NAMESPACE, keep_loaded: int = 2):
+        self.name = name
+        self.settings = settings
+        self.rag = rag
+        self.index_root = Path(index_root)
+        self.encoder = encoder
+        self.namespace = namespace
+        self.keep_loaded = keep_loaded
+        self._loaded: OrderedDict[str, LoadedIndex] = OrderedDict()
+        self._lock = threading.Lock()
+        prefix = collection_name(namespace, rag.use_case, 0)
+        self._prefix = prefix[: -len("v0000")]
+        self._pattern = re.compile(re.escape(self._prefix) + r"v(\d{4,})$")
+
+    @classmethod
+    def from_config(cls, name: str, settings: UseCaseSettings, config_dir: Path, index_root: Path,
+                    encoder_for: Any) -> UseCaseIndex:
+        """``encoder_for(quantize)`` gives the query encoder the use case's retrieval config asks for."""
+        from agenix_assets.core.retrieval import RetrievalConfig
+
+        rag = load_yaml_model(Path(config_dir) / settings.rag_config, RagSettings)
+        quantize = RetrievalConfig.model_validate(dict(rag.retrieval)).query_quantization
+        return cls(name, settings, rag, index_root, encoder_for(quantize))
+
+    def available_versions(self) -> list[int]:
+        if not self.index_root.is_dir():
+            return []
+        out = []
+        for folder in self.index_root.iterdir():
+            m = self._pattern.match(folder.name)
+            if m and folder.is_dir() and (folder / "texts.jsonl").is_file():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def resolve(self, index_version: int | str) -> int:
+        versions = self.available_versions()
+        if index_version == "live":
+            if not versions:
+                raise IndexUnavailable(f"use case {self.name!r} has no index version under {self.index_root} yet")
+            return versions[-1]
+        if int(index_version) not in versions:
+            raise IndexUnavailable(f"use case {self.name!r}: index version {index_version} not found (available: {versions})")
+        return int(index_version)
+
+    def load(self, index_version: int | str) -> LoadedIndex:
+        version = self.resolve(index_version)
+        collection = collection_name(self.namespace, self.rag.use_case, version)
+        with self._lock:
+            got = self._loaded.get(collection)
+            if got is not None:
+                self._loaded.move_to_end(collection)
+                return got
+        retriever = load_retriever(self.index_root, collection, dict(self.rag.retrieval), self.encoder)
+        loaded = LoadedIndex(collection, version, retriever, load_chunk_texts(self.index_root, collection))
+        with self._lock:
+            self._loaded[collection] = loaded
+            while len(self._loaded) > self.keep_loaded:
+                self._loaded.popitem(last=False)
+        return loaded
+
+    def retrieve(self, question: str, index_version: int | str, allowed_domains: tuple[str, ...] | None,
+                 k: int | None = None) -> tuple[LoadedIndex, list[Passage]]:
+        idx = self.load(index_version)
+        k = k or self.settings.top_k
+        hits = idx.retriever.search(question, k=k, allowed_domains=allowed_domains)
+        passages = []
+        for h in hits:
+            meta = dict(h.metadata or {})
+            passages.append(
+                Passage(
+                    chunk_id=h.id,
+                    document_id=str(meta.get("document_id", "")),
+                    title=str(meta.get("title", "")),
+                    source=str(meta.get("source", "")),
+                    section=str(meta.get("section_path", "")),
+                    text=idx.texts.get(h.id, ""),
+                    score=float(h.score),
+                    relevance=float(h.features.get("dense", h.score)),
+                )
+            )
+        return idx, passages
+
+    def relevant(self, passages: list[Passage]) -> list[Passage]:
+        """Passages worth putting in front of a model; empty means "I don't know"."""
+        if not passages or max(p.relevance for p in passages) < self.settings.min_relevance:
+            return []
+        floor = self.settings.min_relevance * 0.8
+        return [p for p in passages if p.relevance >= floor]
+
+    def resident(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+
+def artifacts_present(index_root: Path, collection: str) -> bool:
+    return artifacts_dir(index_root, collection).is_dir()
