@@ -554,7 +554,7 @@ class Gateway:
         rec.route_reason = decision.reason
         upstream = {k: v for k, v in body.items() if k not in ("model", "messages", "stream", "stream_options", "user")}
         if rec.stream:
-            return await self.stream_direct(key, subjects, est, decision, gr.messages, upstream, rec)
+            return await self.stream_direct(key, subjects, est, decision, gr.messages, upstream, rec, gr.placeholders)
         last: Exception | None = None
         for spec in decision.chain:
             if not self.router.breaker.allow(spec.name, time.monotonic()):
@@ -618,7 +618,8 @@ class Gateway:
                        "backend_error")
 
     async def stream_direct(self, key: ApiKey, subjects: list[LimitSubject], est: int, decision: RouteDecision,
-                            messages: list[dict], upstream: dict[str, Any], rec: RequestRecord) -> Response:
+                            messages: list[dict], upstream: dict[str, Any], rec: RequestRecord,
+                            placeholders: Any = ()) -> Response:
         requested = rec.requested_model or ""
         last: Exception | None = None
         for spec in decision.chain:
@@ -646,48 +647,78 @@ class Gateway:
                 continue
             self.router.breaker.success(spec.name)
             rec.model, rec.route_reason = spec.name, decision.reason
-            return StreamingResponse(self._relay(key, subjects, est, spec, requested, first, it, rec),
+            return StreamingResponse(self._relay(key, subjects, est, spec, requested, first, it, rec, placeholders),
                                      media_type="text/event-stream", headers={"x-request-id": rec.request_id})
         self.limiter.settle(subjects, est, 0, time.monotonic())
         raise ApiError(502 if last else 503, f"model {requested!r}: no backend could start the stream: "
                        f"{'; '.join(f['model'] + ': ' + f['error'] for f in rec.fallbacks)}", "backend_error")
 
     async def _relay(self, key: ApiKey, subjects: list[LimitSubject], est: int, spec: ModelSpec, requested: str,
-                     first: dict | None, it: AsyncIterator[dict], rec: RequestRecord) -> AsyncIterator[bytes]:
+                     first: dict | None, it: AsyncIterator[dict], rec: RequestRecord,
+                     placeholders: Any = ()) -> AsyncIterator[bytes]:
+        """Backend stream -> OpenAI chat chunks. With an output PII policy, text is held back to the end of each
+        sentence and scanned before it leaves (a sentence costs a little time to first token; no unscanned text
+        is ever sent)."""
         cid, created = "chatcmpl-" + rec.request_id[4:], int(time.time())
-        pieces: list[str] = []
+        scan = self.guardrails.policy(None).output_pii != "off"
+        sent: list[str] = []
+        pending = ""
         usage: dict[str, Any] | None = None
+        finish: str | None = None
+
+        def chunk(text: str, fin: str | None = None) -> bytes:
+            delta: dict[str, Any] = {"content": text}
+            out: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": requested,
+                                   "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+            if not sent:
+                delta["role"] = "assistant"
+                out["agenix"] = {"request_id": rec.request_id, "model": spec.name, "route": rec.route_reason}
+            if rec.ttft_ms is None and text:
+                rec.ttft_ms = round((time.perf_counter() - rec.started) * 1000, 3)
+            sent.append(text)
+            return b"data: " + orjson.dumps(out) + b"\n\n"
+
+        def release(text: str) -> str:
+            if not scan or not text:
+                return text
+            out = self.guardrails.check_output(None, text, placeholders=placeholders)
+            rec.guardrail_events += [e.to_dict() for e in out.events]
+            return out.text
+
         try:
-            chunk = first
-            sent_role = False
-            while chunk is not None:
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for ch in chunk.get("choices") or []:
+            item = first
+            while item is not None:
+                if item.get("usage"):
+                    usage = item["usage"]
+                for ch in item.get("choices") or []:
                     text = ch.get("text") if "text" in ch else (ch.get("delta") or {}).get("content")
-                    finish = ch.get("finish_reason")
-                    if text or finish or not sent_role:
-                        if rec.ttft_ms is None and text:
-                            rec.ttft_ms = round((time.perf_counter() - rec.started) * 1000, 3)
-                        delta: dict[str, Any] = {"content": text or ""}
-                        if not sent_role:
-                            delta["role"], sent_role = "assistant", True
-                        pieces.append(text or "")
-                        out = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": requested,
-                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-                        if len(pieces) == 1:
-                            out["agenix"] = {"request_id": rec.request_id, "model": spec.name, "route": rec.route_reason}
-                        yield b"data: " + orjson.dumps(out) + b"\n\n"
+                    finish = ch.get("finish_reason") or finish
+                    if not text:
+                        continue
+                    if not scan:
+                        yield chunk(text)
+                        continue
+                    pending += text
+                    cut = max(pending.rfind(". "), pending.rfind("? "), pending.rfind("! "), pending.rfind("\n"))
+                    if cut >= 0:
+                        yield chunk(release(pending[: cut + 1]))
+                        pending = pending[cut + 1:]
                 try:
-                    chunk = await it.__anext__()
+                    item = await it.__anext__()
                 except StopAsyncIteration:
-                    chunk = None
+                    item = None
+            if pending:
+                yield chunk(release(pending))
+            yield chunk("", finish or "stop")
+        except GuardrailViolation as exc:
+            rec.guardrail_events += [e.to_dict() for e in exc.events]
+            rec.status, rec.error_code = 400, "guardrail_blocked"
+            yield b"data: " + orjson.dumps(ApiError(400, exc.message, "guardrail_blocked", exc.rule).body()) + b"\n\n"
         except BackendError as exc:
             self.router.breaker.failure(spec.name, time.monotonic())
             rec.status, rec.error_code = 502, "backend_error"
-            err = ApiError(502, f"backend failed mid-stream: {exc}", "backend_error")
-            yield b"data: " + orjson.dumps(err.body()) + b"\n\n"
-        text = "".join(pieces)
+            yield b"data: " + orjson.dumps(ApiError(502, f"backend failed mid-stream: {exc}", "backend_error").body()) + b"\n\n"
+        text = "".join(sent)
         rec.tokens_in = int((usage or {}).get("prompt_tokens") or est)
         rec.tokens_out = int((usage or {}).get("completion_tokens") or estimate_tokens(text))
         rec.cost = spec.cost(rec.tokens_in, rec.tokens_out)

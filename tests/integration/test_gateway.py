@@ -101,6 +101,9 @@ def build_home(first_run, root: Path) -> tuple[Path, Path]:
 def stack(first_run, llm, tmp_path_factory):
     root = tmp_path_factory.mktemp("gateway")
     home, config = build_home(first_run, root)
+    gw_yaml = config / "gateway" / "gateway.yaml"
+    gw_yaml.write_text(gw_yaml.read_text().replace(
+        "teams:\n", "teams:\n  tiny: {monthly_budget: 0.000000001}   # spent by the first request\n", 1))
     store = KeyStore(keys_file(home))
     keys = {
         "support": store.create("support", use_cases=("support-assistant",),
@@ -109,6 +112,7 @@ def stack(first_run, llm, tmp_path_factory):
         "limited": store.create("support", use_cases=("support-assistant",), rpm=2)[0],
         "tickets_only": store.create("support", use_cases=("support-assistant",), data_domains=("support",))[0],
         "readonly": store.create("support", roles=("readonly",), use_cases=("*",))[0],
+        "tiny": store.create("tiny", models=("gemma-3-270m",))[0],
     }
     env = {**os.environ, "AGENIX_LLM_URL": llm.base_url, "HF_HUB_OFFLINE": "1"}
     log = root / "gateway.log"
@@ -313,6 +317,17 @@ def test_rate_limit_returns_429_with_retry_after(stack):
     assert int(e.value.response.headers["retry-after"]) >= 1
 
 
+def test_team_budget_exhausted_returns_429_insufficient_quota(stack):
+    client = stack.client("tiny")
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    first = client.chat.completions.create(model="gemma-3-270m", messages=msgs, max_tokens=4)
+    assert first.usage.total_tokens > 0
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="gemma-3-270m", messages=msgs, max_tokens=4)
+    assert e.value.body["code"] == "insufficient_quota" and "tiny" in e.value.message
+    assert int(e.value.response.headers["retry-after"]) > 0  # seconds until the next calendar month
+
+
 def test_fifty_concurrent_requests_get_their_own_answers(stack):
     """60 in flight at once (use-case chats and embeddings mixed): each answer belongs to its own request."""
     import numpy as np
@@ -379,6 +394,41 @@ def test_manifest_hot_reload_and_invalid_manifest_keeps_the_previous(stack):
         manifest.write_text(original)
         deadline = time.monotonic() + 10
         while ask()["release"] != "support-assistant-r1" and time.monotonic() < deadline:
+            time.sleep(0.3)
+
+
+def test_canary_and_shadow_releases_from_the_manifest(stack):
+    manifest = stack.config / "deployments" / "local.yaml"
+    original = manifest.read_text()
+    canary_and_shadow = original + """    canary:
+      weight: 1.0
+      release: {name: support-assistant-r2-canary, model: extractive, prompt_version: v1, index_version: live}
+    shadow:
+      sample_rate: 1.0
+      release: {name: support-assistant-r2-shadow, model: gemma-3-270m, prompt_version: v1, index_version: live}
+"""
+    client = stack.client()
+    ask = lambda: client.chat.completions.create(  # noqa: E731
+        model="support-assistant", messages=[{"role": "user", "content": QUESTION}])
+    try:
+        manifest.write_text(canary_and_shadow)
+        deadline = time.monotonic() + 10
+        while extension(resp := ask())["release"] != "support-assistant-r2-canary":
+            assert time.monotonic() < deadline, "canary not picked up"
+            time.sleep(0.3)
+        ext = extension(resp)
+        assert ext["canary"] is True and ext["model"] == "extractive"
+        rid = ext["request_id"]
+        records = stack.records(wait_for=rid + "_shadow", timeout=30)
+        shadow = [r for r in records if r["request_id"] == rid + "_shadow"]
+        assert shadow and shadow[0]["shadow"] is True and shadow[0]["release"] == "support-assistant-r2-shadow"
+        assert shadow[0]["model"] == "gemma-3-270m" and shadow[0]["status"] == 200
+        primary = next(r for r in records if r["request_id"] == rid)
+        assert primary["canary"] is True and primary["shadow"] is False
+    finally:
+        manifest.write_text(original)
+        deadline = time.monotonic() + 10
+        while extension(ask())["release"] != "support-assistant-r1" and time.monotonic() < deadline:
             time.sleep(0.3)
 
 
