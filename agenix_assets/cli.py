@@ -366,6 +366,13 @@ def up(
         typer.echo(f"[up] {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
+        import signal as _signal
+
+        for p in procs:  # every group starts shutting down at once; then each is waited for (and forced)
+            try:
+                os.killpg(p.pid, _signal.SIGINT)
+            except ProcessLookupError:
+                pass
         for p in reversed(procs):
             _stop_group(p)
         if llm is not None:
