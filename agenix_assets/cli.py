@@ -240,6 +240,33 @@ def bench_indexing(
     print_table(run_indexing_benchmark(scale=scale, workdir=workdir, json_path=json_path))
 
 
+@bench_app.command("gateway")
+def bench_gateway(
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
+    requests: Annotated[int, typer.Option(help="sequential requests per target for added latency")] = 2000,
+    warmup: Annotated[int, typer.Option(help="warm-up requests per target")] = 200,
+    duration: Annotated[float, typer.Option(help="seconds of wrk per target and concurrency level")] = 10.0,
+    warmup_seconds: Annotated[float, typer.Option(help="wrk warm-up seconds")] = 2.0,
+    connections: Annotated[str, typer.Option(help="comma-separated wrk concurrency levels")] = "8,32,64",
+    litellm: Annotated[bool, typer.Option("--litellm/--no-litellm", help="measure LiteLLM proxy beside us")] = True,
+    gemma: Annotated[bool, typer.Option("--gemma/--no-gemma", help="TTFT and tokens/s to the real Gemma")] = True,
+    pin: Annotated[bool, typer.Option("--pin/--no-pin", help="gateway on its own CPU, load generator on the other")] = True,
+    setup: Annotated[bool, typer.Option("--setup/--no-setup", help="create the LiteLLM venv if missing")] = True,
+    litellm_venv: Annotated[Path | None, typer.Option(help="LiteLLM venv (default .venv-litellm)")] = None,
+    litellm_config: Annotated[Path | None, typer.Option(help="LiteLLM proxy config template")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="keep configs and logs here")] = None,
+) -> None:
+    """Added latency (p50/p99, one request in flight) and max throughput of this gateway and LiteLLM proxy in front
+    of the same constant-time stub, in one run; time to first token and tokens/s to the real Gemma."""
+    from .bench.gateway import print_table, run_gateway_benchmark
+
+    kwargs = dict(requests=requests, warmup=warmup, duration_s=duration, warmup_s=warmup_seconds,
+                  connections=[int(c) for c in connections.split(",") if c.strip()], include_litellm=litellm,
+                  include_gemma=gemma, pin=pin, setup_litellm=setup, workdir=workdir, litellm_venv=litellm_venv,
+                  litellm_config=litellm_config)
+    print_table(run_gateway_benchmark(json_path, **kwargs))
+
+
 ConfigDirOption = Annotated[
     Path | None, typer.Option("--config-dir", help="config folder (default: $AGENIX_CONFIG_DIR or the repository's config/)",
                               show_default=False)

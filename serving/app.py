@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 import time
 import uuid
@@ -286,6 +287,10 @@ class Gateway:
         await loop.run_in_executor(self.pool, self.load_use_cases)
         self.manifest.poll()
         await loop.run_in_executor(self.pool, self.warm_up)
+        # The heap now holds torch, the encoder, Presidio and the indexes: a full collection of it takes 0.3-0.7 s
+        # with the server frozen (measured: 35% of a saturated run). Freeze it out of the collector's sight.
+        gc.collect()
+        gc.freeze()
         self._bg = asyncio.create_task(self._background())
 
     def warm_up(self) -> None:
@@ -1056,21 +1061,12 @@ def create_app(config_dir: Path, home: Path, environment: str | None = None, enc
     app = FastAPI(title="Agenix AI gateway", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.gateway = gateway
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await gateway.chat(request)
-
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> Response:
-        return await gateway.embeddings(request)
-
-    @app.get("/v1/models")
-    async def models(request: Request) -> Response:
-        return await gateway.models(request)
-
-    @app.post("/v1/feedback")
-    async def feedback(request: Request) -> Response:
-        return await gateway.feedback(request)
+    # The API routes are plain Starlette routes: FastAPI's per-request dependency machinery cost ~29% of a
+    # saturated gateway's CPU, and these handlers read the body themselves anyway.
+    app.add_route("/v1/chat/completions", gateway.chat, methods=["POST"])
+    app.add_route("/v1/embeddings", gateway.embeddings, methods=["POST"])
+    app.add_route("/v1/models", gateway.models, methods=["GET"])
+    app.add_route("/v1/feedback", gateway.feedback, methods=["POST"])
 
     @app.get("/healthz")
     async def healthz() -> Response:
