@@ -1002,6 +1002,7 @@ class Gateway:
                 idx = self.indexes.get(uc)
                 body["use_cases"][uc] = {"release": dep.release.name, "model": dep.release.model,
                                          "index_versions": idx.available_versions() if idx else [],
+                                         "live_versions": idx.live_versions() if idx else [],
                                          "loaded": idx.resident() if idx else []}
         return self.ready_error is None, body
 

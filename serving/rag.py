@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from agenix_assets.core.config import RagSettings, load_yaml_model
 from agenix_assets.core.index import collection_name
-from agenix_assets.core.rag import artifacts_dir, load_chunk_texts, load_retriever
+from agenix_assets.core.rag import artifacts_dir, load_chunk_texts, load_retriever, read_gates
 
 from .config import UseCaseSettings
 
@@ -85,6 +86,7 @@ class UseCaseIndex:
         self.keep_loaded = keep_loaded
         self._loaded: OrderedDict[str, LoadedIndex] = OrderedDict()
         self._lock = threading.Lock()
+        self._live_cache: tuple[float, int] | None = None
         prefix = collection_name(namespace, rag.use_case, 0)
         self._prefix = prefix[: -len("v0000")]
         self._pattern = re.compile(re.escape(self._prefix) + r"v(\d{4,})$")
@@ -109,12 +111,27 @@ class UseCaseIndex:
                 out.append(int(m.group(1)))
         return sorted(out)
 
+    def gates_passed(self, version: int) -> bool:
+        """Every recorded blocking gate of the version passed, and the retrieval smoke test was recorded."""
+        gates = read_gates(self.index_root, collection_name(self.namespace, self.rag.use_case, version))
+        return bool(gates) and "retrieval_smoke_test" in gates and all(g.get("passed") for g in gates.values())
+
+    def live_versions(self) -> list[int]:
+        return [v for v in self.available_versions() if self.gates_passed(v)]
+
     def resolve(self, index_version: int | str) -> int:
-        versions = self.available_versions()
         if index_version == "live":
+            # Scanning the folder and reading gate files costs ~0.1 ms: do it at most once a second.
+            now = time.monotonic()
+            if self._live_cache is not None and now - self._live_cache[0] < 1.0:
+                return self._live_cache[1]
+            versions = self.live_versions()
             if not versions:
-                raise IndexUnavailable(f"use case {self.name!r} has no index version under {self.index_root} yet")
+                raise IndexUnavailable(f"use case {self.name!r} has no index version that passed its gates under "
+                                       f"{self.index_root} yet (built: {self.available_versions()})")
+            self._live_cache = (now, versions[-1])
             return versions[-1]
+        versions = self.available_versions()
         if int(index_version) not in versions:
             raise IndexUnavailable(f"use case {self.name!r}: index version {index_version} not found (available: {versions})")
         return int(index_version)

@@ -292,9 +292,12 @@ def build_rag_assets(settings: RagSettings) -> list:
         golden = config.golden_set(rs)
         retriever = core.load_retriever(root, version.collection, rs.retrieval, model)
         smoke = core.smoke_test(retriever, golden, rs.smoke_test.top_k)
+        smoke_passed = smoke.hit_rate >= rs.smoke_test.min_hit_rate
+        core.write_gate_result(root, version.collection, RETRIEVAL_SMOKE_TEST, smoke_passed,
+                               {"hit_rate": round(smoke.hit_rate, 4), "threshold": rs.smoke_test.min_hit_rate})
         yield dg.AssetCheckResult(
             check_name=RETRIEVAL_SMOKE_TEST,
-            passed=smoke.hit_rate >= rs.smoke_test.min_hit_rate,
+            passed=smoke_passed,
             description=f"{smoke.hits}/{smoke.total} golden queries found their document in the top {rs.smoke_test.top_k}"
             + (f"; first miss: {smoke.misses[0][0]} expected {smoke.misses[0][1]}" if smoke.misses else ""),
             metadata={

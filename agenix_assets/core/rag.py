@@ -508,6 +508,29 @@ def load_chunk_texts(root: Path, collection: str) -> dict[str, str]:
     return out
 
 
+GATES_FILE = "gates.json"
+
+
+def write_gate_result(root: Path, collection: str, gate: str, passed: bool, details: dict[str, Any]) -> None:
+    """Record a blocking check's verdict beside a version's artifacts, so readers outside Dagster (the gateway's
+    ``index_version: live``) serve only versions that passed it."""
+    folder = artifacts_dir(root, collection)
+    path = folder / GATES_FILE
+    gates = read_gates(root, collection)
+    gates[gate] = {"passed": bool(passed), "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **details}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(gates, indent=2))
+    tmp.replace(path)
+
+
+def read_gates(root: Path, collection: str) -> dict[str, Any]:
+    path = artifacts_dir(root, collection) / GATES_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
 def prune_artifacts(root: Path, keep_collections: Iterable[str]) -> list[str]:
     root = Path(root)
     if not root.is_dir():

@@ -397,6 +397,26 @@ def test_manifest_hot_reload_and_invalid_manifest_keeps_the_previous(stack):
             time.sleep(0.3)
 
 
+def test_live_index_is_the_newest_version_that_passed_its_gates(stack):
+    index = stack.home / "index"
+    v1 = index / "agenix.support-assistant.v0001"
+    assert json.loads((v1 / "gates.json").read_text())["retrieval_smoke_test"]["passed"] is True
+    failed = index / "agenix.support-assistant.v0002"
+    shutil.copytree(v1, failed)
+    gates = json.loads((failed / "gates.json").read_text())
+    gates["retrieval_smoke_test"]["passed"] = False
+    (failed / "gates.json").write_text(json.dumps(gates))
+    try:
+        time.sleep(1.1)  # the live version is resolved at most once a second
+        ext = extension(stack.client().chat.completions.create(
+            model="support-assistant", messages=[{"role": "user", "content": QUESTION}]))
+        assert ext["index_version"] == 1  # v2 exists but failed its retrieval smoke test
+        ready = httpx.get(stack.url + "/readyz").json()["use_cases"]["support-assistant"]
+        assert ready["index_versions"] == [1, 2] and ready["live_versions"] == [1]
+    finally:
+        shutil.rmtree(failed)
+
+
 def test_canary_and_shadow_releases_from_the_manifest(stack):
     manifest = stack.config / "deployments" / "local.yaml"
     original = manifest.read_text()
