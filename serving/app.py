@@ -417,6 +417,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ generation
 
+    def _backend_failed(self, spec: ModelSpec, exc: Exception, rec: RequestRecord) -> None:
+        """Count the failure for the circuit breaker and the metrics; the request log keeps what was tried."""
+        self.router.breaker.failure(spec.name, time.monotonic())
+        self.metrics.backend_errors.labels(spec.name).inc()
+        rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300]})
+
     async def call_model(self, spec: ModelSpec, *, prompt: str | None, messages: list[dict] | None,
                          params: dict[str, Any], passages: list[Passage], question: str) -> Answer:
         t0 = time.perf_counter()
@@ -482,9 +488,7 @@ class Gateway:
                 ans = await self.call_model(spec, prompt=prompt, messages=messages, params=params,
                                             passages=passages, question=question)
             except BackendError as exc:
-                self.router.breaker.failure(spec.name, time.monotonic())
-                self.metrics.backend_errors.labels(spec.name).inc()
-                rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300]})
+                self._backend_failed(spec, exc, rec)
                 last = exc
                 if not exc.retryable:
                     break
@@ -579,9 +583,7 @@ class Gateway:
                     data = await self.backends.post_json(spec, "/chat/completions", {
                         "model": spec.upstream_name, "messages": gr.messages, **upstream})
             except BackendError as exc:
-                self.router.breaker.failure(spec.name, time.monotonic())
-                self.metrics.backend_errors.labels(spec.name).inc()
-                rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300]})
+                self._backend_failed(spec, exc, rec)
                 last = exc
                 if not exc.retryable:
                     break
@@ -645,9 +647,7 @@ class Gateway:
             except StopAsyncIteration:
                 first = None
             except BackendError as exc:
-                self.router.breaker.failure(spec.name, time.monotonic())
-                self.metrics.backend_errors.labels(spec.name).inc()
-                rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300]})
+                self._backend_failed(spec, exc, rec)
                 last = exc
                 continue
             self.router.breaker.success(spec.name)
