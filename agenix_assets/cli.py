@@ -15,7 +15,7 @@ import typer
 
 from serving.keys_cli import keys_app  # the gateway's key management lives with the gateway
 
-from .core.config import ConfigError, load_project_config
+from .core.config import ConfigError, load_project_config, load_yaml_model
 from .core.paths import AgenixPaths
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agenix: a private LLM + RAG platform on Dagster.")
@@ -95,12 +95,29 @@ def sample_data(
 @app.command("check-config")
 def check_config(config_dir: Annotated[Path | None, typer.Option(help="config folder")] = None) -> None:
     """Validate every YAML under config/ and print what is wrong, with file, line and key."""
+    from serving.config import DeploymentManifest, GatewayConfig
+    from serving.prompts import load_prompt_book
+
     try:
         config = load_project_config(config_dir)
+        gateway = GatewayConfig.load(config.config_dir)
+        books = {uc: load_prompt_book(gateway.resolve(s.prompts)) for uc, s in gateway.settings.use_cases.items()}
+        manifest = load_yaml_model(gateway.manifest_path, DeploymentManifest)
+        for uc, dep in manifest.use_cases.items():
+            if uc not in books:
+                raise ConfigError(f"{gateway.manifest_path}: use_cases.{uc}: not a use case in gateway/gateway.yaml")
+            for rel in filter(None, [dep.release, dep.canary and dep.canary.release, dep.shadow and dep.shadow.release]):
+                if rel.model != "auto" and gateway.registry.get(rel.model) is None:
+                    raise ConfigError(f"{gateway.manifest_path}: use_cases.{uc}: release {rel.name}: unknown model {rel.model!r}")
+                try:
+                    books[uc].get(rel.prompt_version)
+                except KeyError as exc:
+                    raise ConfigError(f"{gateway.manifest_path}: use_cases.{uc}: release {rel.name}: {exc.args[0]}") from None
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"ok: {len(config.sources)} sources, {len(config.use_cases)} use cases in {config.config_dir}")
+    typer.echo(f"ok: {len(config.sources)} sources, {len(config.use_cases)} use cases, {len(gateway.registry.models)} "
+               f"models, {len(manifest.use_cases)} deployed use case(s) in {config.config_dir}")
 
 
 @app.command()

@@ -50,3 +50,22 @@ def test_missing_file_is_named(config_dir: Path):
     (config_dir / "governance" / "privacy_reviews.yaml").unlink()
     with pytest.raises(ConfigError, match=r"privacy_reviews.yaml: file not found"):
         load_project_config(config_dir)
+
+
+def test_check_config_validates_the_gateway_registry_prompts_and_manifest(config_dir):
+    from typer.testing import CliRunner
+
+    from agenix_assets.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["check-config", "--config-dir", str(config_dir)])
+    assert ok.exit_code == 0 and "4 models, 1 deployed use case(s)" in ok.output
+    manifest = config_dir / "deployments" / "local.yaml"
+    manifest.write_text(manifest.read_text().replace("prompt_version: v1", "prompt_version: v9"))
+    bad = runner.invoke(app, ["check-config", "--config-dir", str(config_dir)])
+    assert bad.exit_code == 1
+    assert "local.yaml: use_cases.support-assistant" in bad.output and "'v9' not found" in bad.output
+    models = config_dir / "gateway" / "models.yaml"
+    models.write_text(models.read_text().replace("fallbacks: [extractive]", "fallbacks: [gpt-9]"))
+    bad = runner.invoke(app, ["check-config", "--config-dir", str(config_dir)])
+    assert bad.exit_code == 1 and "models.yaml" in bad.output and "gpt-9" in bad.output
