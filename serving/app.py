@@ -45,7 +45,7 @@ from .limits import BudgetTracker, LimitSubject, RateLimiter
 from .logs import JsonlLog, content_for_log
 from .manifest import ManifestWatcher, pick_release, shadow_sampled
 from .metrics import GatewayMetrics
-from .rag import IndexUnavailable, Passage, UseCaseIndex
+from .rag import IndexUnavailable, Passage, UseCaseIndex, grounding_problem
 from .routing import NoBackendAvailable, RouteDecision, Router
 
 log = logging.getLogger("agenix.gateway")
@@ -498,6 +498,15 @@ class Gateway:
                 last = _NoAnswer()
                 continue
             self.router.breaker.success(spec.name)
+            problem = grounding_problem(ans.text, question, passages) if spec.kind == "openai" else None
+            if problem is not None:
+                # The backend works but this answer is not grounded: try the next tier, else say "I don't know".
+                rec.fallbacks.append({"model": spec.name, "error": f"ungrounded answer: {problem}"})
+                rec.guardrail_events.append({"stage": "output", "rule": "grounding", "action": "rejected",
+                                             "detail": {"model": spec.name, "problem": problem}})
+                self.metrics.guardrail_blocks.labels("grounding").inc()
+                last = _NoAnswer()
+                continue
             return ans
         if isinstance(last, _NoAnswer):
             raise last

@@ -128,7 +128,8 @@ class UseCaseIndex:
             versions = self.live_versions()
             if not versions:
                 raise IndexUnavailable(f"use case {self.name!r} has no index version that passed its gates under "
-                                       f"{self.index_root} yet (built: {self.available_versions()})")
+                                       f"{self.index_root} yet (built: {self.available_versions()}; materialize its vector_index "
+                                       "asset: its retrieval smoke test records the verdict)")
             self._live_cache = (now, versions[-1])
             return versions[-1]
         versions = self.available_versions()
@@ -184,6 +185,43 @@ class UseCaseIndex:
     def resident(self) -> list[str]:
         with self._lock:
             return list(self._loaded)
+
+
+_CITATION = re.compile(r"\[\d+\]")
+_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
+_WORDS = re.compile(r"\w+")
+
+
+def _numbers(text: str) -> set[str]:
+    """Every number in a text, as written without separators ("1,200" -> "1200") and as its digit runs."""
+    out: set[str] = set()
+    for m in _NUMBER.finditer(_CITATION.sub(" ", text)):
+        parts = re.split(r"[.,:/]", m.group(0))
+        out.add("".join(parts))
+        out.update(parts)
+    return out
+
+
+def grounding_problem(answer: str, question: str, passages: list[Passage]) -> str | None:
+    """Why a generated answer cannot be trusted, or None. Cheap checks a small model fails in practice: an empty
+    answer, the question repeated back, or a number that is neither in the retrieved context nor in the question
+    (a made-up quantity is the most harmful hallucination in support answers)."""
+    text = _CITATION.sub(" ", answer).strip()
+    if not _WORDS.search(text):
+        return "empty answer"
+    words = _WORDS.findall(text.lower())
+    asked = set(_WORDS.findall(question.lower()))
+    if len(words) >= 4 and sum(w in asked for w in words) / len(words) >= 0.8:
+        return "repeats the question"
+    if text.rstrip().endswith("?"):
+        return "answers with a question"
+    allowed = _numbers(question)
+    for p in passages:
+        allowed |= _numbers(p.text)
+    invented = sorted({"".join(re.split(r"[.,:/]", m.group(0))) for m in _NUMBER.finditer(text)} - allowed)
+    if invented:
+        return f"number(s) not in the context: {', '.join(invented[:5])}"
+    return None
 
 
 def artifacts_present(index_root: Path, collection: str) -> bool:

@@ -121,6 +121,15 @@ def stack(first_run, llm, tmp_path_factory):
     stop_process(proc)
 
 
+def _wait_for_record(home: Path, request_id: str, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(r["request_id"] == request_id for r in read_records(home / "logs", "requests")):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def extension(resp) -> dict:
     return resp.to_dict()["agenix"]
 
@@ -148,8 +157,11 @@ def test_use_case_question_that_needs_the_llm_is_routed_to_gemma(stack):
         messages=[{"role": "user", "content": "The anchor bolts of my PC-6360 Piston Compressor keep loosening, "
                                               "which tightening torque should I use?"}])
     ext = extension(resp)
-    assert ext["model"] == "gemma-3-270m", ext["route"]
-    assert ext["route"].startswith("standard")
+    assert ext["route"].startswith("standard") and "cheapest at tier >= 1: gemma-3-270m" in ext["route"]
+    if ext["model"] != "gemma-3-270m":  # Gemma's answer failed the grounding check: the next tier answered
+        rec = next(r for r in stack.records(wait_for=ext["request_id"]) if r["request_id"] == ext["request_id"])
+        assert rec["fallbacks"][0]["model"] == "gemma-3-270m"
+        assert rec["fallbacks"][0]["error"].startswith("ungrounded answer")
     assert resp.choices[0].message.content.strip()  # what a 270M base model says is not asserted
     assert QUESTION_DOC in [s["document_id"] for s in ext["sources"]]
 
@@ -442,7 +454,7 @@ def test_canary_and_shadow_releases_from_the_manifest(stack):
         records = stack.records(wait_for=rid + "_shadow", timeout=30)
         shadow = [r for r in records if r["request_id"] == rid + "_shadow"]
         assert shadow and shadow[0]["shadow"] is True and shadow[0]["release"] == "support-assistant-r2-shadow"
-        assert shadow[0]["model"] == "gemma-3-270m" and shadow[0]["status"] == 200
+        assert "gemma-3-270m" in shadow[0]["route_reason"] and shadow[0]["status"] == 200
         primary = next(r for r in records if r["request_id"] == rid)
         assert primary["canary"] is True and primary["shadow"] is False
     finally:
@@ -464,12 +476,17 @@ def test_backend_killed_mid_test_falls_back_or_fails_cleanly(first_run, tmp_path
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
         hard = [{"role": "user", "content": "Please tell me the tightening torque for the anchor bolts of the "
                                             "PC-6360 Piston Compressor."}]
-        assert extension(client.chat.completions.create(model="support-assistant", messages=hard))["model"] == "gemma-3-270m"
+        before = extension(client.chat.completions.create(model="support-assistant", messages=hard))
+        assert "cheapest at tier >= 1: gemma-3-270m" in before["route"]
         server.stop()
         resp = client.chat.completions.create(model="support-assistant", messages=hard)
         ext = extension(resp)
         assert ext["model"] == "extractive" and "fell back to extractive" in ext["route"]
         assert "80" in resp.choices[0].message.content
+        assert _wait_for_record(home, ext["request_id"])
+        rec = next(r for r in read_records(home / "logs", "requests") if r["request_id"] == ext["request_id"])
+        assert rec["fallbacks"][0]["model"] == "gemma-3-270m"
+        assert "ungrounded" not in rec["fallbacks"][0]["error"]  # the backend was down, not wrong
         statuses = []
         for _ in range(4):
             with pytest.raises(openai.APIStatusError) as e:
