@@ -957,18 +957,35 @@ class Gateway:
             return np.asarray(enc.encode(texts), dtype=np.float32)
         return np.stack([enc.encode_query(t) for t in texts]).astype(np.float32)
 
+    def _visible_models(self, key: ApiKey) -> list[dict[str, Any]]:
+        created = int(self.started_at)
+        data = [{"id": uc, "object": "model", "created": created, "owned_by": "agenix:use-case"}
+                for uc in self.settings.use_cases if key.allows_use_case(uc)]
+        data += [{"id": m.name, "object": "model", "created": created, "owned_by": f"agenix:{m.kind}"}
+                 for m in self.registry.models if m.enabled and m.kind in ("openai", "embedding") and key.allows_model(m.name)]
+        return data
+
     async def models(self, request: Request) -> Response:
         try:
             key = self.authenticate(request)
             self.authorize(key, "models")
         except ApiError as exc:
             return exc.response()
-        created = int(self.started_at)
-        data = [{"id": uc, "object": "model", "created": created, "owned_by": "agenix:use-case"}
-                for uc in self.settings.use_cases if key.allows_use_case(uc)]
-        data += [{"id": m.name, "object": "model", "created": created, "owned_by": f"agenix:{m.kind}"}
-                 for m in self.registry.models if m.enabled and m.kind in ("openai", "embedding") and key.allows_model(m.name)]
-        return _json({"object": "list", "data": data})
+        return _json({"object": "list", "data": self._visible_models(key)})
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}`` (``client.models.retrieve``): 404 for a model this key may not call, so a key
+        learns nothing about models outside its grant."""
+        try:
+            key = self.authenticate(request)
+            self.authorize(key, "models")
+            model_id = request.path_params["model_id"]
+            for m in self._visible_models(key):
+                if m["id"] == model_id:
+                    return _json(m)
+            raise ApiError(404, f"The model {model_id!r} does not exist or this key may not call it", "model_not_found", "model")
+        except ApiError as exc:
+            return exc.response()
 
     async def feedback(self, request: Request) -> Response:
         try:
@@ -1076,6 +1093,7 @@ def create_app(config_dir: Path, home: Path, environment: str | None = None, enc
     app.add_route("/v1/chat/completions", gateway.chat, methods=["POST"])
     app.add_route("/v1/embeddings", gateway.embeddings, methods=["POST"])
     app.add_route("/v1/models", gateway.models, methods=["GET"])
+    app.add_route("/v1/models/{model_id:path}", gateway.model, methods=["GET"])
     app.add_route("/v1/feedback", gateway.feedback, methods=["POST"])
 
     @app.get("/healthz")

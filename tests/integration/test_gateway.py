@@ -225,6 +225,9 @@ def test_embeddings_are_the_platform_embedder_and_normalised(stack):
 def test_models_lists_what_the_key_may_call(stack):
     assert {m.id for m in stack.client().models.list()} == {"support-assistant", "gemma-3-270m", "all-minilm-l6-v2"}
     assert {m.id for m in stack.client("finance").models.list()} == {"gemma-3-270m"}
+    assert stack.client().models.retrieve("support-assistant").owned_by == "agenix:use-case"
+    with pytest.raises(openai.NotFoundError):
+        stack.client("finance").models.retrieve("support-assistant")  # exists, but not for this key
 
 
 def test_feedback_links_to_a_request_of_the_same_team(stack):
