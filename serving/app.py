@@ -202,8 +202,10 @@ class Gateway:
         self.budgets = BudgetTracker(self.home / "gateway" / "spend.json")
         self.router = Router(self.registry, self.settings.routing)
         self.backends = BackendPool()
-        policies = {name: GuardrailPolicy.model_validate(uc.guardrails) for name, uc in self.settings.use_cases.items()}
-        self.guardrails = Guardrails(policies, default=GuardrailPolicy.model_validate(self.settings.direct_guardrails))
+        self.deny_list_path = self.home / "gateway" / "known_people.json"
+        self._deny_stamp = _stamp(self.deny_list_path)
+        self.known_people = 0
+        self.guardrails = self.make_guardrails()
         self._encoder = encoder
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agenix-cpu")
         self.indexes: dict[str, UseCaseIndex] = {}
@@ -293,6 +295,29 @@ class Gateway:
         gc.freeze()
         self._bg = asyncio.create_task(self._background())
 
+    def make_guardrails(self) -> Guardrails:
+        """Guardrails whose PII redactor knows the CRM's contacts, when the RAG assets exported them
+        (``gateway/known_people.json``); pattern and heuristic recognizers only until then."""
+        from agenix_assets.core.pii import PiiRedactor
+        from agenix_assets.core.rag import load_deny_list
+
+        people = load_deny_list(self.deny_list_path) or []
+        self.known_people = len(people)
+        policies = {name: GuardrailPolicy.model_validate(uc.guardrails) for name, uc in self.settings.use_cases.items()}
+        return Guardrails(policies, default=GuardrailPolicy.model_validate(self.settings.direct_guardrails),
+                          redactor_factory=lambda: PiiRedactor.from_contacts(people))
+
+    def refresh_deny_list(self) -> bool:
+        """Swap in guardrails built from a changed deny list (built and warmed in a worker thread first)."""
+        stamp = _stamp(self.deny_list_path)
+        if stamp == self._deny_stamp:
+            return False
+        fresh = self.make_guardrails()
+        fresh.warm_up()
+        self.guardrails, self._deny_stamp = fresh, stamp
+        log.info("PII deny list reloaded: %d known people", self.known_people)
+        return True
+
     def warm_up(self) -> None:
         """Load what the first request would otherwise wait for: PII engine, encoder, live indexes."""
         self.guardrails.warm_up()
@@ -315,6 +340,8 @@ class Gateway:
             await asyncio.sleep(self.settings.manifest_poll_s)
             try:
                 self.keys.reload_if_changed()
+                if _stamp(self.deny_list_path) != self._deny_stamp:
+                    await asyncio.get_running_loop().run_in_executor(self.pool, self.refresh_deny_list)
                 if self.manifest.poll():
                     self.metrics.manifest_reloads.inc()
                     await asyncio.get_running_loop().run_in_executor(self.pool, self.warm_up)
@@ -1022,6 +1049,7 @@ class Gateway:
                          "rejected": self.manifest.rejections, "last_error": self.manifest.last_error},
             "use_cases": {},
             "circuits": self.router.breaker.snapshot(now),
+            "pii_deny_list": {"path": str(self.deny_list_path), "known_people": self.known_people},
         }
         if manifest is not None:
             for uc, dep in manifest.use_cases.items():
@@ -1035,6 +1063,14 @@ class Gateway:
 
 class _NoAnswer(Exception):
     pass
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _completion_params(upstream: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,7 @@ def build_rag_assets(settings: RagSettings) -> list:
         with warehouse.connect() as con:
             docs = core.load_source_documents(con, config, rs)
             people = core.load_known_people(con)
+            core.export_deny_list(agenix.paths.home / "gateway" / "known_people.json", people)
             rid = core.redactor_id(people, rs)
             redactor = core.build_redactor(people, rs)
             result = core.sync_redacted_documents(con, tables, docs, redactor, rid, rs.max_document_chars)

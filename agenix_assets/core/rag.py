@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -178,6 +179,27 @@ def redactor_id(known_people: Sequence[dict[str, Any]], settings: RagSettings) -
 def load_known_people(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     rows = con.execute("SELECT first_name, last_name, email FROM cleaned.cleaned_crm_contacts ORDER BY contact_id").fetchall()
     return [{"first_name": f, "last_name": l, "email": e} for f, l, e in rows]
+
+
+def export_deny_list(path: Path, known_people: Sequence[dict[str, Any]]) -> None:
+    """The CRM contacts (names, e-mails) for redactors outside Dagster: the gateway masks known people in requests
+    before any model sees them, and never opens the warehouse. Private file (0600), replaced atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    data = {"source": "cleaned.cleaned_crm_contacts", "purpose": "PII redaction deny list",
+            "people": [{k: p.get(k) for k in ("first_name", "last_name", "email")} for p in known_people]}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def load_deny_list(path: Path) -> list[dict[str, Any]] | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))["people"]
+    except FileNotFoundError:
+        return None
 
 
 def build_redactor(known_people: Sequence[dict[str, Any]], settings: RagSettings) -> PiiRedactor:

@@ -92,7 +92,9 @@ def llm(tmp_path_factory):
 def build_home(first_run, root: Path) -> tuple[Path, Path]:
     source, _, _ = first_run
     home, config = root / "home", root / "config"
-    shutil.copytree(source.home / "index", home / "index")  # all the gateway reads of what Dagster built
+    shutil.copytree(source.home / "index", home / "index")  # all the gateway reads of what Dagster built:
+    (home / "gateway").mkdir()  # the index versions and the CRM deny list for PII redaction
+    shutil.copy2(source.home / "gateway" / "known_people.json", home / "gateway" / "known_people.json")
     shutil.copytree(source.config_dir, config)
     return home, config
 
@@ -265,6 +267,18 @@ def test_request_log_records_the_request_privacy_aware(stack):
     assert email not in json.dumps(rec)  # redacted before any model, and before the log
     assert "<EMAIL_ADDRESS_1>" in rec["question"]
     assert any(e["rule"].startswith("pii") or "EMAIL_ADDRESS" in json.dumps(e) for e in rec["guardrail_events"])
+
+
+def test_known_crm_contacts_are_masked_before_any_model_sees_them(stack):
+    people = json.loads((stack.home / "gateway" / "known_people.json").read_text())["people"]
+    person = people[0]
+    name = f"{person['first_name']} {person['last_name']}".lower()  # lower case: only the deny list knows it
+    resp = stack.client().chat.completions.create(
+        model="support-assistant", messages=[{"role": "user", "content": f"please call {name} back. {QUESTION}"}])
+    rid = extension(resp)["request_id"]
+    rec = next(r for r in stack.records(wait_for=rid) if r["request_id"] == rid)
+    assert name not in rec["question"].lower() and "<PERSON_1>" in rec["question"]
+    assert httpx.get(stack.url + "/readyz").json()["pii_deny_list"]["known_people"] == len(people)
 
 
 def test_metrics_and_health(stack):
