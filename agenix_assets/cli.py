@@ -169,7 +169,7 @@ def _stop_group(proc) -> None:
     import signal
     import subprocess
 
-    for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+    for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -373,6 +373,7 @@ def up(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a background job of a script)
     try:
         try:
             chroma_client("server", port=chroma_port).heartbeat()
@@ -417,12 +418,14 @@ def up(
                 os.killpg(p.pid, _signal.SIGINT)
             except ProcessLookupError:
                 pass
-        for p in reversed(procs):
-            _stop_group(p)
+        # The model and vector servers stop in seconds; dagster dev's group (webserver, daemon, code servers) can
+        # take longest, so it is waited for last.
         if llm is not None:
             llm.stop()
         if chroma is not None:
             chroma.stop()
+        for p in reversed(procs):
+            _stop_group(p)
         typer.echo("[up] stopped")
 
 
