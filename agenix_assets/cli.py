@@ -316,27 +316,6 @@ def gateway(
         raise typer.Exit(1) from None
 
 
-def _wait_http(url: str, timeout: float, proc=None, what: str = "") -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except urllib.error.HTTPError as exc:
-            last = exc.read().decode(errors="replace")[:500]
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.3)
-    raise RuntimeError(f"{what} not ready at {url} after {timeout:.0f} s: {last}")
-
-
 @app.command()
 def up(
     port: Annotated[int, typer.Option(help="Dagster web UI port")] = 3000,
@@ -357,6 +336,7 @@ def up(
     from serving.model_server import LlamaCppServer, gemma_model_path
 
     from .core.index import ChromaServer, chroma_client
+    from .processes import wait_http
 
     paths = _paths(home)
     init_home(paths)
@@ -392,7 +372,7 @@ def up(
         gw = subprocess.Popen([*agenix, "gateway", "--port", str(gateway_port), "--config-dir", str(cfg)], env=env,
                               start_new_session=True)
         procs.append(gw)
-        _wait_http(f"http://127.0.0.1:{gateway_port}/readyz", 180, gw, "the gateway")
+        wait_http(f"http://127.0.0.1:{gateway_port}/readyz", gw, 180, None, "the gateway")
         typer.echo(f"[up] AI gateway on http://127.0.0.1:{gateway_port}/v1  (create a key: agenix keys create "
                    "--team support --use-case support-assistant --json)")
         if no_ui:

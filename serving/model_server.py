@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Self
 
 from agenix_assets.core.pii import default_cache_dir
+from agenix_assets.core.sources import sha256_file
 
 __all__ = [
     "DEFAULT_MODEL_ALIAS",
@@ -65,14 +65,6 @@ def models_cache_dir() -> Path:
     return default_cache_dir() / "models"
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _stamp(path: Path) -> dict[str, object]:
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -100,7 +92,7 @@ def gemma_model_path(cache_dir: Path | str | None = None) -> Path:
             recorded = json.loads(sidecar.read_text())
             if recorded == {"sha256": gemma.EXPECTED_SHA256, **_stamp(target)}:
                 return target
-        if _sha256_file(target) == gemma.EXPECTED_SHA256:
+        if sha256_file(target) == gemma.EXPECTED_SHA256:
             _write_sidecar(sidecar, gemma.EXPECTED_SHA256, target)
             return target
 

@@ -59,6 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..processes import wait_http
+from .tables import fmt
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "config"
 LITELLM_DIR = REPO / "bench" / "litellm"
@@ -538,44 +541,6 @@ def stop(proc: subprocess.Popen | None, grace_s: float = 8.0) -> int | None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
     return proc.returncode
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_bytes()[-16384:].decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log_path: Path, what: str) -> float:
-    """Poll GET ``url`` until 200; returns the seconds waited. Raises with the log tail if the process exits or
-    the timeout passes."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    t0 = time.perf_counter()
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{what} exited with code {proc.returncode} while starting; log {log_path}:\n{_tail(log_path)}"
-            )
-        try:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
-            conn.request("GET", parts.path or "/")
-            resp = conn.getresponse()
-            body = resp.read()
-            conn.close()
-            if resp.status == 200:
-                return time.perf_counter() - t0
-            last = f"HTTP {resp.status} {body[:300]!r}"
-        except OSError as exc:
-            last = str(exc)
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s ({last}); log {log_path}:\n{_tail(log_path)}")
-        time.sleep(0.1)
 
 
 def start_stub(workdir: Path, cpus: set[int] | None) -> Target:
@@ -1310,16 +1275,6 @@ def _run_gemma(agenix: Target, port: int | None, n: int, max_tokens: int, workdi
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
 def format_table(result: dict[str, Any]) -> str:
     meta = result.get("meta", {})
     lm, tm = meta.get("latency_method", {}), meta.get("throughput_method", {})
@@ -1354,10 +1309,10 @@ def format_table(result: dict[str, Any]) -> str:
             continue
         errors = row.get("errors", 0)
         lines.append(
-            f"{label:<10}{_fmt(row.get('p50_ms'), 3):>9}{_fmt(row.get('p99_ms'), 3):>9}"
-            f"{_fmt(row.get('p50_added_ms'), 3):>11}{_fmt(row.get('p99_added_ms'), 3):>11}"
-            f"{_fmt(row.get('max_rps'), 0):>11}{_fmt(row.get('max_rps_connections')):>7}"
-            f"{_fmt(errors):>8}" + ("  <- ERRORS" if errors else "")
+            f"{label:<10}{fmt(row.get('p50_ms'), 3):>9}{fmt(row.get('p99_ms'), 3):>9}"
+            f"{fmt(row.get('p50_added_ms'), 3):>11}{fmt(row.get('p99_added_ms'), 3):>11}"
+            f"{fmt(row.get('max_rps'), 0):>11}{fmt(row.get('max_rps_connections')):>7}"
+            f"{fmt(errors):>8}" + ("  <- ERRORS" if errors else "")
         )
     lines.append("-" * len(header))
     levels = {
@@ -1368,7 +1323,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             "req/s by connections: "
             + "; ".join(
-                f"{name} " + ", ".join(f"c{c} {_fmt(levels[name][c]['ok_rps'], 0)}" for c in all_c if c in levels[name])
+                f"{name} " + ", ".join(f"c{c} {fmt(levels[name][c]['ok_rps'], 0)}" for c in all_c if c in levels[name])
                 for name in TARGET_NAMES
                 if levels[name]
             )
@@ -1404,9 +1359,9 @@ def format_table(result: dict[str, Any]) -> str:
     elif gemma:
         d = gemma.get("direct", {})
         lines.append(
-            f"gemma-3-270m via gateway: TTFT {gemma['ttft_ms']:.0f} ms, {_fmt(gemma.get('tokens_per_s'), 1)} tokens/s "
+            f"gemma-3-270m via gateway: TTFT {gemma['ttft_ms']:.0f} ms, {fmt(gemma.get('tokens_per_s'), 1)} tokens/s "
             f"decode ({gemma['n']} streamed requests, {gemma['tokens_mean']:.0f} tokens); llama.cpp direct: TTFT "
-            f"{_fmt(d.get('ttft_ms'), 0)} ms, {_fmt(d.get('tokens_per_s'), 1)} tokens/s"
+            f"{fmt(d.get('ttft_ms'), 0)} ms, {fmt(d.get('tokens_per_s'), 1)} tokens/s"
         )
     for note in meta.get("notes", []):
         lines.append(f"note: {note}")

@@ -50,6 +50,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .tables import fmt
+
 REPO = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO / "dbt_project"
 USE_CASE = "support-assistant"
@@ -713,16 +715,6 @@ def _versions() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
 def format_table(result: dict[str, Any]) -> str:
     full, rebuild, raw, meta = result["full_build"], result["rebuild"], result["raw_encode"], result["meta"]
     setup = result.get("setup", {})
@@ -750,9 +742,9 @@ def format_table(result: dict[str, Any]) -> str:
     def row(name: str, f: dict[str, Any] | None, r: dict[str, Any] | None) -> str:
         f, r = f or {}, r or {}
         return (
-            f"{name:<14}{_fmt(f.get('seconds')):>10}{_fmt(f.get('items')):>9}{_fmt(f.get('per_s'), 1):>10}"
-            f"{_fmt(f.get('peak_rss_mb'), 0):>9}   {_fmt(r.get('seconds')):>10}{_fmt(r.get('items')):>8}"
-            f"{_fmt(r.get('per_s'), 1):>10}{_fmt(r.get('peak_rss_mb'), 0):>9}"
+            f"{name:<14}{fmt(f.get('seconds')):>10}{fmt(f.get('items')):>9}{fmt(f.get('per_s'), 1):>10}"
+            f"{fmt(f.get('peak_rss_mb'), 0):>9}   {fmt(r.get('seconds')):>10}{fmt(r.get('items')):>8}"
+            f"{fmt(r.get('per_s'), 1):>10}{fmt(r.get('peak_rss_mb'), 0):>9}"
         )
 
     for name in STAGES:

@@ -23,6 +23,7 @@ Each configuration reports nDCG@10, Recall@10, Recall@100, MRR@10 and p50/p95 qu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -54,6 +55,7 @@ from agenix_assets.core.retrieval import (
     SentenceTransformerEncoder,
     evaluate_run,
 )
+from agenix_assets.core.sources import sha256_file
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 FALLBACK_RERANKER = MODELS_DIR / "scifact_train_reranker.json"
@@ -95,14 +97,6 @@ class BeirData:
         return (self.directory / "qrels" / f"{split}.tsv").exists()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_beir(directory: str | Path) -> BeirData:
     """Corpus and query texts only: SciFact's queries.jsonl carries gold evidence in ``metadata``; never read it."""
     directory = Path(directory)
@@ -118,7 +112,7 @@ def load_beir(directory: str | Path) -> BeirData:
             if line.strip():
                 q = json.loads(line)
                 queries[str(q["_id"])] = q["text"]
-    return BeirData(directory, docs, queries, _sha256(directory / "corpus.jsonl"), _sha256(directory / "queries.jsonl"))
+    return BeirData(directory, docs, queries, sha256_file(directory / "corpus.jsonl"), sha256_file(directory / "queries.jsonl"))
 
 
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -145,7 +139,7 @@ def model_fingerprint(encoder: QueryEncoder) -> str:
         weights = sorted(Path(path).glob("*.safetensors")) or sorted(Path(path).glob("*.bin"))
         h = hashlib.sha256()
         for w in weights:
-            h.update(_sha256(w).encode())
+            h.update(sha256_file(w).encode())
         digest = h.hexdigest()[:12]
     fp = f"{encoder.model_id}@{digest}" if digest else encoder.model_id
     quant = getattr(encoder, "quantize", "none")
@@ -303,6 +297,21 @@ def _summary(run: dict[str, list[str]], qrels: dict[str, dict[str, int]], lat: l
     return out
 
 
+def _single_threaded_blas(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with BLAS single-threaded (see `configure_query_threads`): latencies then measure one query on
+    one core, as the gateway serves them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_single_threaded_blas
 def run_retrieval_benchmark(
     beir_dir: Path,
     split: str,
@@ -325,30 +334,6 @@ def run_retrieval_benchmark(
     ``ndcg@10``, ``recall@10``, ``recall@100``, ``mrr@10``, ``p50_query_ms``, ``p95_query_ms``; plus ``meta``.
     BLAS runs single-threaded for the duration (see `configure_query_threads`).
     """
-    from threadpoolctl import threadpool_limits
-
-    args = dict(locals())
-    args.pop("threadpool_limits")
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _run_retrieval_benchmark(**args)
-
-
-def _run_retrieval_benchmark(
-    beir_dir: Path,
-    split: str,
-    json_path: Path | None = None,
-    *,
-    cache_dir: Path | None = DEFAULT_CACHE_DIR,
-    folds: int = 5,
-    seed: int = 13,
-    k: int = 100,
-    encoder: QueryEncoder | None = None,
-    save_reranker: Path | None = None,
-    fallback_reranker: Path | None = FALLBACK_RERANKER,
-    torch_threads: int | None = 1,
-    print_table: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
     started = time.perf_counter()
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     beir_dir = Path(beir_dir)

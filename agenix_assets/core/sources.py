@@ -210,7 +210,8 @@ def _rel(path: Path, landing: Path) -> str:
         return path.as_posix()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -1139,7 +1140,7 @@ def ingest_source(
                     data = path.read_bytes()
                     sha = hashlib.sha256(data).hexdigest()
                 else:
-                    sha = _sha256_file(path)
+                    sha = sha256_file(path)
             except OSError as exc:
                 q = QuarantinedRecord(source.name, rel, None, None, f"cannot read file: {exc}", "", True)
                 parsed.append((rel, _Parsed(quarantine=[q], failed=True, record_state=False)))
