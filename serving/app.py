@@ -102,6 +102,13 @@ def message_text(content: Any) -> str:
     raise ApiError(400, "messages[].content must be a string or a list of content parts", "invalid_value", "messages")
 
 
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
+
+
 def validate_chat_body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", "invalid_body")
@@ -174,6 +181,15 @@ class RequestRecord:
     prompt_version: str | None = None
     question: str | None = None
     answer: str | None = None
+
+    @classmethod
+    def start(cls, endpoint: str, request_id: str | None = None, **fields: Any) -> RequestRecord:
+        return cls(request_id or "req_" + uuid.uuid4().hex[:24], time.perf_counter(),
+                   _utcnow().isoformat(timespec="milliseconds"), endpoint, **fields)
+
+    def failures(self) -> str:
+        """The backends tried and why each failed, for an error message."""
+        return "; ".join(f"{f['model']}: {f['error']}" for f in self.fallbacks)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -537,22 +553,19 @@ class Gateway:
             return ans
         if isinstance(last, _NoAnswer):
             raise last
-        raise ApiError(502, f"every backend failed for this request: {'; '.join(f['model'] + ': ' + f['error'] for f in rec.fallbacks)}",
+        raise ApiError(502, f"every backend failed for this request: {rec.failures()}",
                        "backend_error") from last
 
     # ------------------------------------------------------------------ /v1/chat/completions
 
     async def chat(self, request: Request) -> Response:
-        rid = "req_" + uuid.uuid4().hex[:24]
-        rec = RequestRecord(rid, time.perf_counter(), _utcnow().isoformat(timespec="milliseconds"), "chat")
+        rec = RequestRecord.start("chat")
+        rid = rec.request_id
         try:
             raw = await self.read_body(request)
             key = self.authenticate(request)
             rec.key_id, rec.team = key.key_id, key.team
-            try:
-                body = validate_chat_body(orjson.loads(raw))
-            except orjson.JSONDecodeError as exc:
-                raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
+            body = validate_chat_body(parse_json(raw))
             rec.requested_model = body["model"]
             rec.stream = bool(body.get("stream"))
             if body["model"] in self.settings.use_cases:
@@ -607,17 +620,13 @@ class Gateway:
                 continue
             t0 = time.perf_counter()
             try:
+                path, request = direct_request(spec, gr.messages, upstream)
+                data = await self.backends.post_json(spec, path, request)
                 if spec.prompt_style == "completion":
-                    data = await self.backends.post_json(spec, "/completions", {
-                        "model": spec.upstream_name, "prompt": transcript_prompt(gr.messages),
-                        "stop": ["\nUser:", "\nInstructions:"], **_completion_params(upstream)})
                     choice = (data.get("choices") or [{}])[0]
                     data["choices"] = [{"index": 0, "message": {"role": "assistant", "content": (choice.get("text") or "").strip()},
                                         "finish_reason": choice.get("finish_reason") or "stop"}]
                     data["object"] = "chat.completion"
-                else:
-                    data = await self.backends.post_json(spec, "/chat/completions", {
-                        "model": spec.upstream_name, "messages": gr.messages, **upstream})
             except BackendError as exc:
                 self._backend_failed(spec, exc, rec)
                 last = exc
@@ -657,7 +666,7 @@ class Gateway:
         if last is None:
             raise ApiError(503, f"model {model!r}: every backend has an open circuit; retry later", "backend_unavailable",
                            retry_after=int(self.settings.routing.circuit_breaker.cooldown_s))
-        raise ApiError(502, f"model {model!r}: {'; '.join(f['model'] + ': ' + f['error'] for f in rec.fallbacks)}",
+        raise ApiError(502, f"model {model!r}: {rec.failures()}",
                        "backend_error")
 
     async def stream_direct(self, key: ApiKey, subjects: list[LimitSubject], est: int, decision: RouteDecision,
@@ -669,11 +678,7 @@ class Gateway:
             if not self.router.breaker.allow(spec.name, time.monotonic()):
                 rec.fallbacks.append({"model": spec.name, "error": "circuit open"})
                 continue
-            if spec.prompt_style == "completion":
-                path, body = "/completions", {"model": spec.upstream_name, "prompt": transcript_prompt(messages),
-                                              "stop": ["\nUser:", "\nInstructions:"], **_completion_params(upstream)}
-            else:
-                path, body = "/chat/completions", {"model": spec.upstream_name, "messages": messages, **upstream}
+            path, body = direct_request(spec, messages, upstream)
             body["stream"] = True
             if spec.prompt_style != "completion":
                 body["stream_options"] = {"include_usage": True}
@@ -692,7 +697,7 @@ class Gateway:
                                      media_type="text/event-stream", headers={"x-request-id": rec.request_id})
         self.limiter.settle(subjects, est, 0, time.monotonic())
         raise ApiError(502 if last else 503, f"model {requested!r}: no backend could start the stream: "
-                       f"{'; '.join(f['model'] + ': ' + f['error'] for f in rec.fallbacks)}", "backend_error")
+                       f"{rec.failures()}", "backend_error")
 
     async def _relay(self, key: ApiKey, subjects: list[LimitSubject], est: int, spec: ModelSpec, requested: str,
                      first: dict | None, it: AsyncIterator[dict], rec: RequestRecord,
@@ -905,9 +910,9 @@ class Gateway:
             return
 
         async def run() -> None:
-            rec = RequestRecord(primary.request_id + "_shadow", time.perf_counter(), _utcnow().isoformat(timespec="milliseconds"),
-                                "chat", key.key_id, key.team, use_case, release.name, shadow=True,
-                                requested_model=use_case, prompt_version=release.prompt_version)
+            rec = RequestRecord.start("chat", primary.request_id + "_shadow", key_id=key.key_id, team=key.team,
+                                      use_case=use_case, release=release.name, shadow=True,
+                                      requested_model=use_case, prompt_version=release.prompt_version)
             try:
                 ans, passages, _, version = await self.run_release(use_case, uc, release, key, question, body, rec)
                 rec.index_version = version
@@ -928,16 +933,13 @@ class Gateway:
     # ------------------------------------------------------------------ other endpoints
 
     async def embeddings(self, request: Request) -> Response:
-        rid = "req_" + uuid.uuid4().hex[:24]
-        rec = RequestRecord(rid, time.perf_counter(), _utcnow().isoformat(timespec="milliseconds"), "embeddings")
+        rec = RequestRecord.start("embeddings")
+        rid = rec.request_id
         try:
             raw = await self.read_body(request)
             key = self.authenticate(request)
             rec.key_id, rec.team = key.key_id, key.team
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
+            body = parse_json(raw)
             if not isinstance(body, dict):
                 raise ApiError(400, "request body must be a JSON object", "invalid_body")
             model = body.get("model")
@@ -1019,10 +1021,7 @@ class Gateway:
             raw = await self.read_body(request)
             key = self.authenticate(request)
             self.authorize(key, "feedback")
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
+            body = parse_json(raw)
             fb = _validate_feedback(body)
             owner = self.recent.get(fb["request_id"])
             if owner is None or owner[1] != key.team:
@@ -1071,6 +1070,15 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+def direct_request(spec: ModelSpec, messages: list[dict], upstream: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Path and body of a direct call: a chat model gets the messages; a base (completion-style) model gets them
+    as a transcript, stopping where the next turn would start."""
+    if spec.prompt_style == "completion":
+        return "/completions", {"model": spec.upstream_name, "prompt": transcript_prompt(messages),
+                                "stop": ["\nUser:", "\nInstructions:"], **_completion_params(upstream)}
+    return "/chat/completions", {"model": spec.upstream_name, "messages": messages, **upstream}
 
 
 def _completion_params(upstream: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,12 @@ class BackendError(Exception):
         self.retryable = retryable
 
 
+def _status_error(spec: ModelSpec, status: int, raw: bytes) -> BackendError:
+    """An HTTP error answer; a fallback may fix a 5xx or 429, not a 4xx about the request itself."""
+    return BackendError(spec.name, f"HTTP {status}: {raw[:300].decode(errors='replace')}", status=status,
+                        retryable=status >= 500 or status == 429)
+
+
 class BackendPool:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -61,8 +67,7 @@ class BackendPool:
                                          timeout=self._timeout(spec)) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise BackendError(spec.name, f"HTTP {resp.status}: {raw[:300].decode(errors='replace')}",
-                                       status=resp.status, retryable=resp.status >= 500 or resp.status == 429)
+                    raise _status_error(spec, resp.status, raw)
                 return orjson.loads(raw)
         except BackendError:
             raise
@@ -78,9 +83,7 @@ class BackendPool:
             async with self.session.post(url, data=orjson.dumps(body), headers=self._headers(spec),
                                          timeout=self._timeout(spec)) as resp:
                 if resp.status >= 400:
-                    raw = await resp.read()
-                    raise BackendError(spec.name, f"HTTP {resp.status}: {raw[:300].decode(errors='replace')}",
-                                       status=resp.status, retryable=resp.status >= 500 or resp.status == 429)
+                    raise _status_error(spec, resp.status, await resp.read())
                 async for line in resp.content:
                     line = line.strip()
                     if not line.startswith(b"data:"):

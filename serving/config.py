@@ -23,6 +23,8 @@ from pydantic import Field, field_validator, model_validator
 
 from agenix_assets.core.config import ConfigError, Strict, load_yaml_model
 
+from .limits import cost_of
+
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
 
@@ -70,7 +72,7 @@ class ModelSpec(Strict):
     def _openai_needs_url(self) -> ModelSpec:
         if self.kind == "openai" and not self.base_url:
             raise ValueError(f"model {self.name!r}: kind 'openai' needs base_url")
-        if self.kind != "openai" and self.prompt_style != "none" and self.kind == "embedding":
+        if self.kind == "embedding" and self.prompt_style != "none":
             raise ValueError(f"model {self.name!r}: an embedding model has prompt_style 'none'")
         return self
 
@@ -86,7 +88,7 @@ class ModelSpec(Strict):
         return self.backend_model or self.name
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return tokens_in / 1000 * self.price_per_1k_input + tokens_out / 1000 * self.price_per_1k_output
+        return cost_of(tokens_in, tokens_out, self.price_per_1k_input, self.price_per_1k_output)
 
 
 class ModelRegistry(Strict):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,6 @@ class ManifestWatcher:
         self.path = Path(path)
         self.validate = validate
         self.current: DeploymentManifest | None = None
-        self.loaded_at: float | None = None
         self.sha: str | None = None
         self.last_error: str | None = None
         self.reloads = 0
@@ -83,7 +81,7 @@ class ManifestWatcher:
             state = "no manifest in force" if self.current is None else f"manifest {self.sha} stays in force"
             log.error("rejected deployment manifest %s: %s (%s)", self.path, exc, state)
             return False
-        self.current, self.sha, self.loaded_at, self.last_error = manifest, sha, time.time(), None
+        self.current, self.sha, self.last_error = manifest, sha, None
         self.reloads += 1
         log.info("deployment manifest %s in force (sha %s)", self.path, sha)
         return True

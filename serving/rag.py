@@ -19,7 +19,7 @@ from typing import Any
 
 from agenix_assets.core.config import RagSettings, load_yaml_model
 from agenix_assets.core.index import collection_name
-from agenix_assets.core.rag import artifacts_dir, load_chunk_texts, load_retriever, read_gates
+from agenix_assets.core.rag import load_chunk_texts, load_retriever, read_gates
 
 from .config import UseCaseSettings
 
@@ -222,7 +222,3 @@ def grounding_problem(answer: str, question: str, passages: list[Passage]) -> st
     if invented:
         return f"number(s) not in the context: {', '.join(invented[:5])}"
     return None
-
-
-def artifacts_present(index_root: Path, collection: str) -> bool:
-    return artifacts_dir(index_root, collection).is_dir()
