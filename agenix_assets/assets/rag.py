@@ -228,7 +228,8 @@ def build_rag_assets(settings: RagSettings) -> list:
         pool=DUCKDB_POOL,
         tags=tags,
         description=f"The vector index of use case '{use_case}': an immutable Chroma collection per version "
-        "(agenix.<use case>.v<N>) that carries unchanged vectors forward from its parent, plus the version's "
+        "(agenix.<use case>.v<N>) that carries unchanged vectors forward from its parent (a small change is a "
+        "delta collection layered over its parent's; a full copy compacts the chain), plus the version's "
         "retrieval artifacts (exact dense index and BM25) for query time. A failed build leaves the previous "
         "version live; old versions are garbage-collected by retention.",
         check_specs=[
@@ -251,7 +252,14 @@ def build_rag_assets(settings: RagSettings) -> list:
         with warehouse.connect() as con:
             items = core.index_chunks(con, tables)
             embed = CachedChunkEmbedder(model, EmbeddingCache(con, EMBEDDING_CACHE))
-            version: IndexVersion = store.build_version(use_case, items, embed, model.model_id)
+            version: IndexVersion = store.build_version(
+                use_case,
+                items,
+                embed,
+                model.model_id,
+                max_layers=rs.index.max_layers,
+                max_overlay_fraction=rs.index.max_overlay_fraction,
+            )
             vectors = embed([c for c in items]) if items else None
         build_seconds = time.perf_counter() - started
         root = agenix.paths.home / "index"
@@ -259,7 +267,10 @@ def build_rag_assets(settings: RagSettings) -> list:
             core.write_retrieval_artifacts(root, version.collection, items, vectors)
         removed = store.gc(use_case, keep=rs.index.retention_versions)
         kept = [v.collection for v in store.versions(use_case)]
-        core.prune_artifacts(root, kept)
+        # Artifacts are per version and self-contained: only the retained versions need theirs (older versions that
+        # stay in Chroma only as layers of retained delta versions do not).
+        ready = [v.collection for v in store.versions(use_case) if v.status == "ready"]
+        core.prune_artifacts(root, ready[-rs.index.retention_versions :])
         new = parent is None or version.version != parent.version
         context.log.info(f"index {version.collection} ({'new' if new else 'unchanged'}), gc removed {removed}")
         yield dg.MaterializeResult(
@@ -272,6 +283,10 @@ def build_rag_assets(settings: RagSettings) -> list:
                 "kept": version.kept if new else version.total,
                 "removed": version.removed if new else 0,
                 "total": version.total,
+                "layout": version.layout,
+                "layers": len(version.layers),
+                "stored_in_collection": version.stored,
+                "masked": version.masked,
                 "embedder_id": version.embedder_id,
                 "embedded_during_build": embed.stats.embedded,
                 "build_seconds": round(build_seconds, 2),
@@ -281,7 +296,7 @@ def build_rag_assets(settings: RagSettings) -> list:
             }
         )
         live = store.live(use_case)
-        stored = set(store.get_all(use_case, live.version)[0]) if live else set()
+        stored = set(store.ids(use_case, live.version)) if live else set()
         expected = {c.chunk_id for c in items}
         missing, extra = len(expected - stored), len(stored - expected)
         yield dg.AssetCheckResult(

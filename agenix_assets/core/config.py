@@ -253,6 +253,11 @@ class PiiSettings(Strict):
 class IndexSettings(Strict):
     # How many ready versions to keep; older ones are garbage-collected after a successful build.
     retention_versions: int = Field(default=3, ge=1)
+    # Layered versions: a small change becomes a delta collection over its parent's layers instead of a full copy.
+    # A full copy (compaction) happens when the chain would exceed max_layers, or when the records outside the base
+    # layer plus the masked ones would exceed max_overlay_fraction of the version. max_layers 1 = always full copies.
+    max_layers: int = Field(default=8, ge=1)
+    max_overlay_fraction: float = Field(default=0.2, ge=0, le=1)
 
 
 class SmokeTestSettings(Strict):
@@ -434,7 +439,9 @@ def load_project_config(config_dir: Path | None = None) -> ProjectConfig:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ConfigError(f"{use_case_dir}: duplicate use-case ids {dupes}")
-    rag = [load_yaml_model(p, RagSettings) for p in sorted(files["rag"].glob("*.yaml"))] if files["rag"].is_dir() else []
+    rag = (
+        [load_yaml_model(p, RagSettings) for p in sorted(files["rag"].glob("*.yaml"))] if files["rag"].is_dir() else []
+    )
     known_use_cases = set(ids)
     known_sources = {s.name for s in sources}
     for settings, path in zip(rag, sorted(files["rag"].glob("*.yaml")) if rag else []):

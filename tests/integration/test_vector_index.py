@@ -17,6 +17,8 @@ import pytest
 from agenix_assets.core.embedding import CachedChunkEmbedder, EmbeddingCache, Embedder
 from agenix_assets.core.index import (
     HNSW_DEFAULTS,
+    LAYOUT_DELTA,
+    LAYOUT_FULL,
     STATUS_FAILED,
     STATUS_READY,
     TEXT_KEY,
@@ -25,6 +27,7 @@ from agenix_assets.core.index import (
     VectorIndexStore,
     chroma_client,
     hnsw_configuration,
+    mask_collection_name,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -248,7 +251,7 @@ def test_gc_keeps_newest_n(store, embedder, cache):
     chunks = make_chunks()
     for i in range(4):
         chunks = change_text(chunks, "engineering-05", f"The staging environment is rebuilt every night, take {i}.")
-        store.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id)
+        store.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id, max_layers=1)
     assert [v.version for v in store.versions(USE_CASE)] == [1, 2, 3, 4]
     deleted = store.gc(USE_CASE, keep=2)
     assert deleted == ["agenix.support-assistant.v0001", "agenix.support-assistant.v0002"]
@@ -362,8 +365,8 @@ def test_hnsw_params_text_layouts_and_copy_batches(tmp_path, embedder, cache):
     raw1 = client.get_collection(v1.collection).get(ids=["hr-00"], include=["documents", "metadatas"])
     assert raw1["documents"] == [CORPUS["hr"][0]] and TEXT_KEY not in raw1["metadatas"][0]
 
-    # v2: the default store; one chunk changed, the other 23 carried forward in batches of 5.
-    store = VectorIndexStore(client, copy_batch_size=5)
+    # v2: the default store as a full copy; one chunk changed, the other 23 carried forward in batches of 5.
+    store = VectorIndexStore(client, copy_batch_size=5, max_layers=1)
     assert store.hnsw == HNSW_DEFAULTS and store.text_storage == "metadata" and store.copy_batch_size == 5
     added_batches: list[int] = []
     real_add = store._add
@@ -431,3 +434,157 @@ def test_hnsw_configuration_validation(tmp_path):
         VectorIndexStore(client).build_version(
             USE_CASE, [IndexChunk("x", "h", "t", {TEXT_KEY: "nope"})], lambda b: np.zeros((len(b), 3)), "m"
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layered (delta) versions
+# ---------------------------------------------------------------------------------------------------------------
+
+QUESTIONS = [
+    "can I get my money back for unused months of a yearly plan",
+    "how many vacation days do employees get each year",
+    "what is the expense claim deadline",
+    "which days of the week do we ship releases to prod",
+    "how do I turn on two factor login",
+    "when are invoices sent",
+]
+
+
+def _edits() -> list[tuple[str, list[IndexChunk]]]:
+    """A sequence of index contents: text edits, a deletion, a metadata-only change, new chunks, a deleted chunk
+    coming back under its old id, and a chunk changed twice."""
+    steps = []
+    c = make_chunks()
+    c = change_text(c, "billing-01", "Refunds are only possible within fourteen days of purchase.")
+    steps.append(("text edit", c))
+    c = [x for x in c if x.chunk_id != "hr-03"]
+    steps.append(("deletion", c))
+    c = [replace(x, metadata={**x.metadata, "title": "Renamed"}) if x.chunk_id == "hr-00" else x for x in c]
+    steps.append(("metadata only", c))
+    new = IndexChunk("support-06", _hash("Passwords expire every ninety days."), "Passwords expire every ninety days.",
+                     {"source": "support-handbook", "document_id": "support-doc", "data_domain": "support"})
+    c = [*c, new]
+    steps.append(("new chunk", c))
+    back = next(x for x in make_chunks() if x.chunk_id == "hr-03")
+    c = [*c, back]
+    steps.append(("deleted chunk back", c))
+    c = change_text(c, "billing-01", "Refunds for annual plans are prorated, now also for monthly plans.")
+    steps.append(("changed twice", c))
+    return steps
+
+
+def _snapshot(store: VectorIndexStore, embedder: Embedder, version: int) -> dict:
+    ids, emb, texts, metas = store.get_all(USE_CASE, version)
+    queries = {}
+    for question in QUESTIONS:
+        q = embedder.encode_query(question)
+        queries[question] = [h.chunk_id for h in store.query(USE_CASE, q, k=5, version=version)]
+        hr = store.query(USE_CASE, q, k=3, version=version, where={"data_domain": "hr"})
+        queries[question + " [hr]"] = [h.chunk_id for h in hr]
+    return {
+        "records": {cid: (text, meta) for cid, text, meta in zip(ids, texts, metas)},
+        "vectors": dict(zip(ids, emb)),
+        "ids": sorted(store.ids(USE_CASE, version)),
+        "queries": queries,
+    }
+
+
+def test_layered_versions_read_exactly_like_full_copies(tmp_path, embedder, cache):
+    # The corpus is tiny, so the overlay limit is lifted to keep every step a delta.
+    layered = VectorIndexStore(chroma_client("embedded", tmp_path / "layered"), max_overlay_fraction=1.0)
+    full = VectorIndexStore(chroma_client("embedded", tmp_path / "full"), max_layers=1)
+    v1 = layered.build_version(USE_CASE, make_chunks(), embed_fn(embedder, cache), embedder.model_id)
+    full.build_version(USE_CASE, make_chunks(), embed_fn(embedder, cache), embedder.model_id)
+    assert (v1.layout, v1.layers, v1.stored) == (LAYOUT_FULL, (1,), 24)
+    base_count = layered.client.get_collection(v1.collection).count()
+
+    for n, (label, chunks) in enumerate(_edits(), start=2):
+        e_layered, e_full = embed_fn(embedder, cache), embed_fn(embedder, cache)
+        vl = layered.build_version(USE_CASE, chunks, e_layered, embedder.model_id)
+        vf = full.build_version(USE_CASE, chunks, e_full, embedder.model_id)
+        assert vl.version == vf.version == n, label
+        # Same counts and the same chunks embedded: only what changed.
+        assert (vl.added, vl.kept, vl.removed, vl.total) == (vf.added, vf.kept, vf.removed, vf.total), label
+        assert sorted(e_layered.embedded_ids) == sorted(e_full.embedded_ids), label
+        assert vf.layout == LAYOUT_FULL and vf.stored == vf.total
+        assert vl.layout == LAYOUT_DELTA and vl.layers == tuple(range(1, n + 1)), label
+        # The delta collection holds only what changed (embedded, or carried with new text/metadata).
+        assert vl.stored == layered.client.get_collection(vl.collection).count() <= 2, label
+        a, b = _snapshot(layered, embedder, n), _snapshot(full, embedder, n)
+        assert a["ids"] == b["ids"] == sorted(c.chunk_id for c in chunks), label
+        assert a["records"] == b["records"], label
+        for cid, vec in a["vectors"].items():
+            np.testing.assert_allclose(vec, b["vectors"][cid], rtol=0, atol=1e-6, err_msg=f"{label}: {cid}")
+        assert a["queries"] == b["queries"], label
+
+    # Older versions stay exactly as they were: v2 still answers with the first refund text, v1's collection
+    # was never written to.
+    q = embedder.encode_query("can I get my money back within two weeks")
+    assert "fourteen days" in layered.query(USE_CASE, q, 1, version=2)[0].text
+    live_hit = layered.query(USE_CASE, embedder.encode_query("are refunds prorated for monthly plans too"), 1)[0]
+    assert live_hit.chunk_id == "billing-01" and "monthly plans" in live_hit.text
+    assert layered.client.get_collection(v1.collection).count() == base_count
+    live = layered.live(USE_CASE)
+    assert live.masked == len(layered.client.get_collection(mask_collection_name(live.collection)).get()["ids"])
+
+    # A reader in a new store (no caches) sees the same.
+    fresh = VectorIndexStore(chroma_client("embedded", tmp_path / "layered"), max_overlay_fraction=1.0)
+    assert _snapshot(fresh, embedder, live.version)["queries"] == _snapshot(full, embedder, live.version)["queries"]
+
+
+def test_layered_compaction_and_gc_keep_what_retained_versions_read(store, embedder, cache):
+    chunks = make_chunks()
+    built = []
+    for i in range(4):
+        chunks = change_text(chunks, "engineering-05", f"The staging environment is rebuilt every night, take {i}.")
+        built.append(store.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id, max_layers=3))
+    # v1 full, v2 and v3 deltas over it, v4 would be a fourth layer: a full copy (compaction) instead.
+    assert [(v.layout, v.layers) for v in built] == [
+        (LAYOUT_FULL, (1,)),
+        (LAYOUT_DELTA, (1, 2)),
+        (LAYOUT_DELTA, (1, 2, 3)),
+        (LAYOUT_FULL, (4,)),
+    ]
+    names = {c.name for c in store.client.list_collections()}
+    assert mask_collection_name(built[2].collection) in names and mask_collection_name(built[3].collection) not in names
+
+    # keep=2 retains v3 and v4; v3 reads v1 and v2, so nothing can go yet.
+    assert store.gc(USE_CASE, keep=2) == []
+    assert "take 2" in store.query(USE_CASE, embedder.encode_query("staging rebuilt nightly"), 1, version=3)[0].text
+    # keep=1 retains v4 only: everything else goes, masks included.
+    assert store.gc(USE_CASE, keep=1) == [b.collection for b in built[:3]]
+    assert {c.name for c in store.client.list_collections()} == {built[3].collection}
+    assert len(store.ids(USE_CASE)) == 24
+
+    # Too large a change for a delta (over max_overlay_fraction of the version): a full copy.
+    edited = chunks
+    for c in chunks[:10]:
+        edited = change_text(edited, c.chunk_id, c.text + " (revised)")
+    v5 = store.build_version(USE_CASE, edited, embed_fn(embedder, cache), embedder.model_id)
+    assert (v5.layout, v5.added, v5.kept) == (LAYOUT_FULL, 10, 14)
+    # A small one on top of it: a delta again.
+    v6 = store.build_version(USE_CASE, change_text(edited, "hr-00", "Vacation: 26 days."), embed_fn(embedder, cache),
+                             embedder.model_id)
+    assert (v6.layout, v6.layers, v6.stored, v6.masked) == (LAYOUT_DELTA, (5, 6), 1, 1)
+
+
+def test_failed_delta_build_leaves_no_masks_behind(store, embedder, cache):
+    chunks = make_chunks()
+    v1 = store.build_version(USE_CASE, chunks, embed_fn(embedder, cache), embedder.model_id)
+    edited = change_text(chunks, "hr-01", "Parental leave is twenty weeks.")
+    with pytest.raises(RuntimeError, match="embedding service died"):
+        store.build_version(USE_CASE, edited, embed_fn(embedder, cache, fail_on_batch=1), embedder.model_id)
+    failed = [v for v in store.versions(USE_CASE) if v.status == STATUS_FAILED]
+    assert [v.version for v in failed] == [2] and store.live(USE_CASE) == v1
+    assert mask_collection_name(failed[0].collection) in {c.name for c in store.client.list_collections()}
+    q = embedder.encode_query("how long can new parents stay home with pay")
+    assert store.query(USE_CASE, q, 1)[0].text.startswith("Parental leave of up to sixteen weeks")
+    # The next build clears the debris (collection and masks) and builds v3 as a delta over v1.
+    v3 = store.build_version(USE_CASE, edited, embed_fn(embedder, cache), embedder.model_id)
+    assert (v3.version, v3.layout, v3.layers) == (3, LAYOUT_DELTA, (1, 3))
+    assert {c.name for c in store.client.list_collections()} == {
+        v1.collection,
+        v3.collection,
+        mask_collection_name(v3.collection),
+    }
+    assert store.query(USE_CASE, q, 1)[0].text == "Parental leave is twenty weeks."
