@@ -13,13 +13,14 @@ functions the Dagster assets of ``assets/rag.py`` call, without Dagster):
    text through ``embed_with_cache`` into ``rag.embedding_cache``), ``index`` (``VectorIndexStore.build_version``
    on embedded Chroma at ``<workdir>/home/chroma`` with a ``CachedChunkEmbedder``: all cache hits by then),
    ``artifacts`` (the vectors from the cache, ``write_retrieval_artifacts``, version gc and artifact pruning);
-3. RAW BASELINE: ``Embedder.encode`` (same object, same torch threads) on the text of every chunk, timed, no
-   cache, no I/O. ``ratio`` = chunks/s of the full build / chunks/s of the raw encode (target >= 0.85);
-4. INCREMENTAL REBUILD: a sentence is appended to one paragraph in the middle section of ``change_fraction``
+3. INCREMENTAL REBUILD: a sentence is appended to one paragraph in the middle section of ``change_fraction``
    of the knowledge-base documents (Markdown and HTML, chosen deterministically from ``seed``); kb_documents is
    re-ingested and ``dbt build --select stg_kb_documents cleaned_kb_documents`` re-run (both reported, not timed
    as rebuild), then the same five stages run again: only the changed chunks are embedded, the new index version
-   carries the rest forward. ``rebuild.percent_of_full`` = rebuild seconds / full build seconds (target <= 5%).
+   carries the rest forward. ``rebuild.percent_of_full`` = rebuild seconds / full build seconds (target <= 5%);
+4. RAW BASELINE: ``Embedder.encode`` (same object, same torch threads) on the text of every chunk (or of a seeded
+   random sample, ``raw_sample``), timed, no cache, no I/O. ``ratio`` = chunks/s of the full build / chunks/s of
+   the raw encode (target >= 0.85). It runs last so that a long run has its build figures on disk first.
 
 The blocking PII check that the chunks asset runs on new chunks (``scan_chunks_for_pii``) is measured too, under
 ``checks``, and is not part of the stage totals (the brief's five stages); ``ratio_with_checks`` counts it.
@@ -315,8 +316,10 @@ def run_build(
     sampler: RssSampler,
     log: Callable[[str], None],
     pii_check: bool = True,
+    max_layers: int | None = None,
 ) -> dict[str, Any]:
-    """The RAG lane once, stage by stage, as the assets of assets/rag.py run it; one connection per stage."""
+    """The RAG lane once, stage by stage, as the assets of assets/rag.py run it; one connection per stage.
+    ``max_layers``: overrides the use case's setting (1 forces a full copy of the index version)."""
     from agenix_assets.core import rag as core
     from agenix_assets.core.embedding import CachedChunkEmbedder, EmbeddingCache, embed_with_cache
 
@@ -417,7 +420,14 @@ def run_build(
             t1 = time.perf_counter()
             parent = store.live(settings.use_case)
             embed = CachedChunkEmbedder(embedder, EmbeddingCache(con, EMBEDDING_CACHE))
-            version = store.build_version(settings.use_case, items, embed, embedder.model_id)
+            version = store.build_version(
+                settings.use_case,
+                items,
+                embed,
+                embedder.model_id,
+                max_layers=max_layers or settings.index.max_layers,
+                max_overlay_fraction=settings.index.max_overlay_fraction,
+            )
         finally:
             con.close()
         new = parent is None or version.version != parent.version
@@ -431,6 +441,10 @@ def run_build(
             kept=version.kept if new else version.total,
             removed=version.removed if new else 0,
             total=version.total,
+            layout=version.layout,
+            layers=len(version.layers),
+            stored_in_collection=version.stored,
+            masked=version.masked,
             embedded_during_build=embed.stats.embedded,
             cache_hits_during_build=embed.stats.cache_hits,
             read_chunks_seconds=round(t1 - t0, 3),
@@ -450,7 +464,8 @@ def run_build(
             core.write_retrieval_artifacts(artifacts_root, version.collection, items, vectors)
         t2 = time.perf_counter()
         collected = store.gc(settings.use_case, keep=settings.index.retention_versions)
-        core.prune_artifacts(artifacts_root, [v.collection for v in store.versions(settings.use_case)])
+        ready = [v.collection for v in store.versions(settings.use_case) if v.status == "ready"]
+        core.prune_artifacts(artifacts_root, ready[-settings.index.retention_versions :])
         info.update(
             items=len(items),
             unit="chunks",
@@ -523,6 +538,8 @@ def run_indexing_benchmark(
     keep: bool = False,
     config_dir: Path | None = None,
     pii_check: bool = True,
+    raw_sample: float = 1.0,
+    compaction: bool = True,
     log: Callable[[str], None] | None = _log_stderr,
 ) -> dict[str, Any]:
     """Run the indexing benchmark (see the module docstring) and return its result; write it to ``json_path``.
@@ -530,6 +547,12 @@ def run_indexing_benchmark(
     ``workdir``: where the platform home is built (``<workdir>/home``, which must not exist yet or be empty);
     default a fresh temp folder, removed at the end unless ``keep``. A given workdir is never removed.
     ``log``: progress lines (default: stderr); None for silence.
+    ``compaction``: after the rebuild, change another ``change_fraction`` of the documents and build that version as
+    a full copy (``max_layers=1``), reported as ``compacting_rebuild``: the cost of the periodic compaction.
+    ``raw_sample``: the fraction of the chunks (a seeded random sample) the raw baseline encodes; 1.0 = all of them.
+    Its rate in chunks/s is what the ratio compares, so a sample trades baseline time for sampling error only.
+    With ``json_path``, a partial result (``"complete": false``) is written after the full build and after the
+    rebuild, so a long run that is stopped still leaves its build figures.
     """
     from agenix_assets.core.config import load_project_config
     from agenix_assets.core.embedding import Embedder, torch_threads
@@ -540,6 +563,8 @@ def run_indexing_benchmark(
         raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(SCALES)}")
     if not 0.0 < change_fraction <= 1.0:
         raise ValueError("change_fraction must be in (0, 1]")
+    if not 0.0 < raw_sample <= 1.0:
+        raise ValueError("raw_sample must be in (0, 1]")
     if isinstance(as_of, str):
         as_of = dt.date.fromisoformat(as_of)
     say = log or (lambda message: None)
@@ -554,6 +579,34 @@ def run_indexing_benchmark(
     started_at = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()
     client = None
+    full: dict[str, Any] = {}
+    rebuild: dict[str, Any] = {}
+    compacting: dict[str, Any] = {}
+
+    def checkpoint(phase: str) -> None:
+        if json_path is None:
+            return
+        partial: dict[str, Any] = {"scale": scale, "complete": False, "after": phase, "date": started_at.isoformat()}
+        if full:
+            partial["full_build"] = {
+                **_public(full),
+                "chunks_per_s": round(full["chunks"] / full["seconds"], 3) if full["seconds"] else 0.0,
+            }
+        if compacting:
+            partial["compacting_rebuild"] = {
+                **_public(compacting),
+                "percent_of_full": round(100.0 * compacting["seconds"] / full["seconds"], 3)
+                if full["seconds"]
+                else 0.0,
+            }
+        if rebuild:
+            partial["rebuild"] = {
+                **_public(rebuild),
+                "percent_of_full": round(100.0 * rebuild["seconds"] / full["seconds"], 3) if full["seconds"] else 0.0,
+            }
+        partial["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        _write_json(Path(json_path), partial)
+
     try:
         with RssSampler() as sampler:
             config = load_project_config(config_dir)
@@ -584,21 +637,9 @@ def run_indexing_benchmark(
             items = full.pop("_items")
             full.pop("_version")
             full_seconds = full["seconds"]
+            checkpoint("full build")
 
-            # ---- 3. raw baseline: the model alone on every chunk's text, same object and threads
-            texts = [c.text for c in items]
-            del items
-            say(f"raw encode of {len(texts)} chunk texts ...")
-            sampler.reset()
-            t0 = time.perf_counter()
-            raw_vectors = embedder.encode(texts)
-            raw_seconds = time.perf_counter() - t0
-            raw_peak = sampler.window()
-            assert raw_vectors.shape[0] == len(texts)
-            del raw_vectors, texts
-            say(f"raw encode {raw_seconds:.2f} s")
-
-            # ---- 4. incremental rebuild
+            # ---- 3. incremental rebuild
             changed = modify_documents(landing / config.source(KB_SOURCE).location, change_fraction, seed)
             say(f"edited {len(changed)} knowledge-base documents; re-ingesting {KB_SOURCE}")
             reingest = ingest(warehouse, config, landing, [KB_SOURCE])
@@ -609,6 +650,38 @@ def run_indexing_benchmark(
             version = rebuild.pop("_version")
             index_stage = rebuild["stages"]["index"]
             kept, added, removed = index_stage["kept"], index_stage["added"], index_stage["removed"]
+            checkpoint("rebuild")
+
+            # ---- 3b. the same kind of change once more, built as a full copy of the index (what a compaction
+            # costs: every max_layers-th version, or when the layers outgrow max_overlay_fraction)
+            if compaction:
+                changed2 = modify_documents(landing / config.source(KB_SOURCE).location, change_fraction, seed + 1)
+                say(f"edited {len(changed2)} more knowledge-base documents for the compacting rebuild")
+                ingest(warehouse, config, landing, [KB_SOURCE])
+                run_dbt_build(warehouse, workdir, as_of, ["stg_kb_documents", "cleaned_kb_documents"])
+                compacting = run_build("compacting rebuild", *build_args, max_layers=1)
+                compacting.pop("_items")
+                compacting.pop("_version")
+                compacting["documents_changed"] = len(changed2)
+                checkpoint("compacting rebuild")
+
+            # ---- 4. raw baseline: the model alone on the chunks' texts (all, or a seeded sample), same object and
+            # threads; after the rebuild so that the build figures are on disk first in a long run
+            texts = [c.text for c in items]
+            del items
+            if raw_sample < 1.0:
+                rng = random.Random(f"agenix-bench-indexing-raw:{seed}")
+                texts = rng.sample(texts, max(1, round(len(texts) * raw_sample)))
+            say(f"raw encode of {len(texts)} chunk texts ...")
+            sampler.reset()
+            t0 = time.perf_counter()
+            raw_vectors = embedder.encode(texts)
+            raw_seconds = time.perf_counter() - t0
+            raw_peak = sampler.window()
+            assert raw_vectors.shape[0] == len(texts)
+            n_raw = len(texts)
+            del raw_vectors, texts
+            say(f"raw encode {raw_seconds:.2f} s ({n_raw / raw_seconds:.1f} chunks/s)")
     finally:
         if client is not None:
             try:
@@ -622,7 +695,7 @@ def run_indexing_benchmark(
 
     n_chunks = full["chunks"]
     full_rate = n_chunks / full_seconds if full_seconds else 0.0
-    raw_rate = n_chunks / raw_seconds if raw_seconds else 0.0
+    raw_rate = n_raw / raw_seconds if raw_seconds else 0.0
     checks_seconds = sum(c["seconds"] for c in full.get("checks", {}).values())
     result: dict[str, Any] = {
         "scale": scale,
@@ -643,7 +716,8 @@ def run_indexing_benchmark(
         },
         "raw_encode": {
             "seconds": round(raw_seconds, 3),
-            "chunks": n_chunks,
+            "chunks": n_raw,
+            "sample_fraction": raw_sample,
             "chunks_per_s": round(raw_rate, 3),
             "peak_rss_mb": round(raw_peak, 1),
         },
@@ -663,6 +737,14 @@ def run_indexing_benchmark(
             "reingest": reingest["sources"][KB_SOURCE],
             "dbt_seconds": round(redbt_seconds, 3),
         },
+        "compacting_rebuild": (
+            {
+                **_public(compacting),
+                "percent_of_full": round(100.0 * compacting["seconds"] / full_seconds, 3) if full_seconds else 0.0,
+            }
+            if compacting
+            else None
+        ),
         "targets": {"ratio": RATIO_TARGET, "rebuild_percent": REBUILD_TARGET_PERCENT},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "meta": {
@@ -687,15 +769,20 @@ def run_indexing_benchmark(
             "notes": (
                 "Full build and rebuild = the five stages; the PII scan check is reported under checks and "
                 "counted only in ratio_with_checks. Warm-up (model load, tokenizer, Presidio import) precedes both "
-                "timings. raw_encode = Embedder.encode on the text of every chunk."
+                "timings. raw_encode = Embedder.encode on the text of every chunk (or of the seeded sample of "
+                "sample_fraction of them), run after the rebuild; ratio compares chunks/s."
             ),
         },
     }
+    result["complete"] = True
     if json_path is not None:
-        json_path = Path(json_path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        _write_json(Path(json_path), result)
     return result
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _versions() -> dict[str, str]:
@@ -760,7 +847,9 @@ def format_table(result: dict[str, Any]) -> str:
     for name, check in full.get("checks", {}).items():
         lines.append(row(f"({name})", check, rebuild.get("checks", {}).get(name)) + "   check, not in total")
     raw_row = {"seconds": raw["seconds"], "items": raw["chunks"], "per_s": raw["chunks_per_s"]}
-    lines.append(row("raw encode", {**raw_row, "peak_rss_mb": raw.get("peak_rss_mb")}, None))
+    sample = raw.get("sample_fraction", 1.0)
+    raw_note = f"   a {sample:.0%} sample of the chunks" if sample < 1.0 else ""
+    lines.append(row("raw encode", {**raw_row, "peak_rss_mb": raw.get("peak_rss_mb")}, None) + raw_note)
 
     def ok(good: bool) -> str:
         return "ok" if good else "MISSED"
@@ -780,10 +869,18 @@ def format_table(result: dict[str, Any]) -> str:
             f"rebuild: {rebuild['seconds']:.1f} s = {rebuild['percent_of_full']:.2f}% of the full build "
             f"(target <= {REBUILD_TARGET_PERCENT}%: {ok(rebuild['percent_of_full'] <= REBUILD_TARGET_PERCENT)}); "
             f"{rebuild.get('documents_changed', '?')} documents edited, {rebuild['reembedded']} chunks re-embedded; "
-            f"index kept {rebuild['kept']:,}, added {rebuild['added']:,}, removed {rebuild['removed']:,}"
+            f"index kept {rebuild['kept']:,}, added {rebuild['added']:,}, removed {rebuild['removed']:,} "
+            f"({rebuild['stages']['index'].get('layout', 'full')} version)"
         ),
         f"peak RSS: {result['peak_rss_mb']:,.0f} MB",
     ]
+    compacting = result.get("compacting_rebuild")
+    if compacting:
+        lines.insert(
+            -1,
+            f"compacting rebuild (the next 1% change, built as a full copy of the index): {compacting['seconds']:.1f} s "
+            f"= {compacting['percent_of_full']:.2f}% of the full build",
+        )
     return "\n".join(lines)
 
 
