@@ -269,8 +269,7 @@ def build_rag_assets(settings: RagSettings) -> list:
         kept = [v.collection for v in store.versions(use_case)]
         # Artifacts are per version and self-contained: only the retained versions need theirs (older versions that
         # stay in Chroma only as layers of retained delta versions do not).
-        ready = [v.collection for v in store.versions(use_case) if v.status == "ready"]
-        core.prune_artifacts(root, ready[-rs.index.retention_versions :])
+        core.prune_artifacts(root, [v.collection for v in store.retained(use_case, rs.index.retention_versions)])
         new = parent is None or version.version != parent.version
         context.log.info(f"index {version.collection} ({'new' if new else 'unchanged'}), gc removed {removed}")
         yield dg.MaterializeResult(

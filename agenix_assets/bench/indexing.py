@@ -464,8 +464,8 @@ def run_build(
             core.write_retrieval_artifacts(artifacts_root, version.collection, items, vectors)
         t2 = time.perf_counter()
         collected = store.gc(settings.use_case, keep=settings.index.retention_versions)
-        ready = [v.collection for v in store.versions(settings.use_case) if v.status == "ready"]
-        core.prune_artifacts(artifacts_root, ready[-settings.index.retention_versions :])
+        retained = store.retained(settings.use_case, settings.index.retention_versions)
+        core.prune_artifacts(artifacts_root, [v.collection for v in retained])
         info.update(
             items=len(items),
             unit="chunks",
@@ -526,6 +526,12 @@ def _warm_up(embedder: Any, settings: Any, log: Callable[[str], None]) -> dict[s
 
 def _public(build: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in build.items() if not k.startswith("_")}
+
+
+def _relative_to_full(build: dict[str, Any], full_seconds: float) -> dict[str, Any]:
+    """A rebuild's public figures plus its seconds as a percentage of the full build's."""
+    percent = round(100.0 * build["seconds"] / full_seconds, 3) if full_seconds else 0.0
+    return {**_public(build), "percent_of_full": percent}
 
 
 def run_indexing_benchmark(
@@ -593,17 +599,9 @@ def run_indexing_benchmark(
                 "chunks_per_s": round(full["chunks"] / full["seconds"], 3) if full["seconds"] else 0.0,
             }
         if compacting:
-            partial["compacting_rebuild"] = {
-                **_public(compacting),
-                "percent_of_full": round(100.0 * compacting["seconds"] / full["seconds"], 3)
-                if full["seconds"]
-                else 0.0,
-            }
+            partial["compacting_rebuild"] = _relative_to_full(compacting, full["seconds"])
         if rebuild:
-            partial["rebuild"] = {
-                **_public(rebuild),
-                "percent_of_full": round(100.0 * rebuild["seconds"] / full["seconds"], 3) if full["seconds"] else 0.0,
-            }
+            partial["rebuild"] = _relative_to_full(rebuild, full["seconds"])
         partial["peak_rss_mb"] = round(peak_rss_mb(), 1)
         _write_json(Path(json_path), partial)
 
@@ -724,8 +722,7 @@ def run_indexing_benchmark(
         "ratio": round(full_rate / raw_rate, 4) if raw_rate else 0.0,
         "ratio_with_checks": round((n_chunks / (full_seconds + checks_seconds)) / raw_rate, 4) if raw_rate else 0.0,
         "rebuild": {
-            **_public(rebuild),
-            "percent_of_full": round(100.0 * rebuild["seconds"] / full_seconds, 3) if full_seconds else 0.0,
+            **_relative_to_full(rebuild, full_seconds),
             "added": added,
             "kept": kept,
             "removed": removed,
@@ -737,14 +734,7 @@ def run_indexing_benchmark(
             "reingest": reingest["sources"][KB_SOURCE],
             "dbt_seconds": round(redbt_seconds, 3),
         },
-        "compacting_rebuild": (
-            {
-                **_public(compacting),
-                "percent_of_full": round(100.0 * compacting["seconds"] / full_seconds, 3) if full_seconds else 0.0,
-            }
-            if compacting
-            else None
-        ),
+        "compacting_rebuild": _relative_to_full(compacting, full_seconds) if compacting else None,
         "targets": {"ratio": RATIO_TARGET, "rebuild_percent": REBUILD_TARGET_PERCENT},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "meta": {

@@ -441,6 +441,18 @@ def _stored_vectors(source: Any, ids: list[str]) -> np.ndarray:
     return stored[[pos[cid] for cid in ids]]
 
 
+def _layer_policy(max_layers: int, max_overlay_fraction: float) -> tuple[int, float]:
+    max_layers, fraction = int(max_layers), float(max_overlay_fraction)
+    if max_layers < 1 or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"max_layers must be >= 1 and max_overlay_fraction in [0, 1], got {max_layers}, {fraction}")
+    return max_layers, fraction
+
+
+def _retained(ready: Sequence[IndexVersion], keep: int) -> list[IndexVersion]:
+    """The newest ``keep`` (at least one) of the ready versions ``ready`` (oldest first)."""
+    return list(ready[-max(1, int(keep)) :])
+
+
 def _batches(items: Sequence[Any], size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -479,12 +491,7 @@ class VectorIndexStore:
         max_overlay_fraction: float = 0.2,
     ):
         self.client = client
-        if int(max_layers) < 1 or not 0.0 <= float(max_overlay_fraction) <= 1.0:
-            raise ValueError(
-                f"max_layers must be >= 1 and max_overlay_fraction in [0, 1], got {max_layers}, {max_overlay_fraction}"
-            )
-        self.max_layers = int(max_layers)
-        self.max_overlay_fraction = float(max_overlay_fraction)
+        self.max_layers, self.max_overlay_fraction = _layer_policy(max_layers, max_overlay_fraction)
         self._mask_cache: dict[str, dict[int, frozenset[str]]] = {}
         self.namespace = namespace
         self.stale_build_seconds = stale_build_seconds
@@ -584,12 +591,10 @@ class VectorIndexStore:
         """
         if not embedder_id:
             raise ValueError("embedder_id is required")
-        max_layers = self.max_layers if max_layers is None else int(max_layers)
-        overlay_cap = self.max_overlay_fraction if max_overlay_fraction is None else float(max_overlay_fraction)
-        if max_layers < 1 or not 0.0 <= overlay_cap <= 1.0:
-            raise ValueError(
-                f"max_layers must be >= 1 and max_overlay_fraction in [0, 1], got {max_layers}, {overlay_cap}"
-            )
+        max_layers, overlay_cap = _layer_policy(
+            self.max_layers if max_layers is None else max_layers,
+            self.max_overlay_fraction if max_overlay_fraction is None else max_overlay_fraction,
+        )
         batch_size = max(1, min(int(batch_size), self.max_batch_size))
         chunks = list(chunks)
         seen: set[str] = set()
@@ -827,19 +832,23 @@ class VectorIndexStore:
         return out
 
     # -- gc -----------------------------------------------------------------------------------------------------
+    def retained(self, use_case: str, keep: int) -> list[IndexVersion]:
+        """The ready versions that retention ``keep`` keeps (the newest ``keep``, at least the live one), oldest
+        first. ``gc`` keeps these and the layers they read; their retrieval artifacts are the ones to keep."""
+        return _retained([v for v in self.versions(use_case) if v.status == STATUS_READY], keep)
+
     def gc(self, use_case: str, keep: int) -> list[str]:
         """Delete ready versions beyond the newest ``keep`` (the live one is always kept) unless a kept version
         reads from their collection as a layer, failed builds, building collections that are not a build in
         progress (a build in progress: started by this store and not finished, or heartbeat younger than
         ``stale_build_seconds`` and newer than the live version), and masks whose version is gone. Returns the
         deleted version collection names."""
-        keep = max(1, int(keep))
         versions = self.versions(use_case)
         ready = [v for v in versions if v.status == STATUS_READY]
         live = ready[-1] if ready else None
-        kept_versions = ready[-keep:]
-        held = {layer for v in kept_versions for layer in v.layers}
-        doomed = [v for v in ready[:-keep] if v.version not in held] if len(ready) > keep else []
+        kept = _retained(ready, keep)
+        held = {layer for v in kept for layer in v.layers}
+        doomed = [v for v in ready[: len(ready) - len(kept)] if v.version not in held]
         now = datetime.now(timezone.utc)
         for v in versions:
             if v.status == STATUS_READY:
