@@ -19,7 +19,7 @@ from typing import Any
 
 from agenix_assets.core.config import RagSettings, load_yaml_model
 from agenix_assets.core.index import collection_name
-from agenix_assets.core.rag import load_chunk_texts, load_retriever, read_gates
+from agenix_assets.core.rag import index_servable, load_chunk_texts, load_retriever, read_gates
 
 from .config import UseCaseSettings
 
@@ -112,9 +112,9 @@ class UseCaseIndex:
         return sorted(out)
 
     def gates_passed(self, version: int) -> bool:
-        """Every recorded blocking gate of the version passed, and the retrieval smoke test was recorded."""
-        gates = read_gates(self.index_root, collection_name(self.namespace, self.rag.use_case, version))
-        return bool(gates) and "retrieval_smoke_test" in gates and all(g.get("passed") for g in gates.values())
+        """The version's verdict file lists every blocking check of the rag lane (chunks, embeddings, the version
+        itself) and each one passed."""
+        return index_servable(read_gates(self.index_root, collection_name(self.namespace, self.rag.use_case, version)))
 
     def live_versions(self) -> list[int]:
         return [v for v in self.available_versions() if self.gates_passed(v)]

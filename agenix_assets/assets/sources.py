@@ -14,7 +14,7 @@ from ..core.sources import LoadResult, ingest_source
 from ..core.tables import markdown_table
 from ..resources.platform import AgenixResource
 from ..resources.warehouse import DUCKDB_POOL, WarehouseResource
-from .governance import PRIVACY_REVIEW_RECORDED, privacy_review_key
+from .governance import PRIVACY_REVIEW_RECORDED, SOURCE_IN_REGISTER, privacy_review_key
 
 GROUP = "sources"
 SCHEMA_CONTRACT = "schema_contract"
@@ -135,11 +135,26 @@ def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
     def _raw(context: dg.AssetExecutionContext, agenix: AgenixResource, warehouse: WarehouseResource):
         config = agenix.load_config()
         current = config.source(source.name)
-        # The gate asset's blocking checks stop this asset inside a run; this guard also stops a run that
-        # selected the raw asset alone, so no path ingests an unreviewed source.
-        review = rules.privacy_review_recorded(current, config)
-        if not review.passed:
-            raise dg.Failure(description=f"ingestion blocked: {review.reason}", metadata={"gate": PRIVACY_REVIEW_RECORDED})
+        # The gate asset's blocking checks stop this asset inside a run; re-checking both of them here, against
+        # the config as it is now, also stops a run that selected the raw asset alone, a retry or a sensor run,
+        # so no path ingests an unreviewed or unregistered source. Nothing is written when either fails.
+        findings = {
+            PRIVACY_REVIEW_RECORDED: rules.privacy_review_recorded(current, config),
+            SOURCE_IN_REGISTER: rules.source_registered(current, config),
+        }
+        failed = {name: f for name, f in findings.items() if not f.passed}
+        if failed:
+            raise dg.Failure(
+                description=f"ingestion of raw/{source.name} refused: "
+                + "; ".join(f"{name} failed: {f.reason}" for name, f in failed.items())
+                + f". raw.{source.name} keeps its last load.",
+                metadata={
+                    "failed_checks": ", ".join(failed),
+                    "evidence": dg.MetadataValue.json(
+                        {name: {"reason": f.reason, **{k: str(v) for k, v in f.evidence.items()}} for name, f in failed.items()}
+                    ),
+                },
+            )
         with warehouse.connect() as con:
             result = ingest_source(con, current, agenix.paths.landing)
         context.log.info(

@@ -98,7 +98,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -448,9 +448,11 @@ def _layer_policy(max_layers: int, max_overlay_fraction: float) -> tuple[int, fl
     return max_layers, fraction
 
 
-def _retained(ready: Sequence[IndexVersion], keep: int) -> list[IndexVersion]:
-    """The newest ``keep`` (at least one) of the ready versions ``ready`` (oldest first)."""
-    return list(ready[-max(1, int(keep)) :])
+def _retained(ready: Sequence[IndexVersion], keep: int, protect: Iterable[int] = ()) -> list[IndexVersion]:
+    """The newest ``keep`` (at least one) of the ready versions ``ready`` (oldest first), plus the versions numbered
+    in ``protect`` (e.g. the newest one that passed its gates, which must outlive newer versions that failed)."""
+    newest = {v.version for v in ready[-max(1, int(keep)) :]} | set(protect)
+    return [v for v in ready if v.version in newest]
 
 
 def _batches(items: Sequence[Any], size: int):
@@ -832,12 +834,13 @@ class VectorIndexStore:
         return out
 
     # -- gc -----------------------------------------------------------------------------------------------------
-    def retained(self, use_case: str, keep: int) -> list[IndexVersion]:
-        """The ready versions that retention ``keep`` keeps (the newest ``keep``, at least the live one), oldest
-        first. ``gc`` keeps these and the layers they read; their retrieval artifacts are the ones to keep."""
-        return _retained([v for v in self.versions(use_case) if v.status == STATUS_READY], keep)
+    def retained(self, use_case: str, keep: int, protect: Iterable[int] = ()) -> list[IndexVersion]:
+        """The ready versions that retention ``keep`` keeps (the newest ``keep``, at least the live one, plus the
+        versions in ``protect``), oldest first. ``gc`` keeps these and the layers they read; their retrieval
+        artifacts are the ones to keep."""
+        return _retained([v for v in self.versions(use_case) if v.status == STATUS_READY], keep, protect)
 
-    def gc(self, use_case: str, keep: int) -> list[str]:
+    def gc(self, use_case: str, keep: int, protect: Iterable[int] = ()) -> list[str]:
         """Delete ready versions beyond the newest ``keep`` (the live one is always kept) unless a kept version
         reads from their collection as a layer, failed builds, building collections that are not a build in
         progress (a build in progress: started by this store and not finished, or heartbeat younger than
@@ -846,9 +849,10 @@ class VectorIndexStore:
         versions = self.versions(use_case)
         ready = [v for v in versions if v.status == STATUS_READY]
         live = ready[-1] if ready else None
-        kept = _retained(ready, keep)
+        kept = _retained(ready, keep, protect)
+        kept_numbers = {v.version for v in kept}
         held = {layer for v in kept for layer in v.layers}
-        doomed = [v for v in ready[: len(ready) - len(kept)] if v.version not in held]
+        doomed = [v for v in ready if v.version not in kept_numbers and v.version not in held]
         now = datetime.now(timezone.utc)
         for v in versions:
             if v.status == STATUS_READY:

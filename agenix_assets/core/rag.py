@@ -6,7 +6,11 @@ warehouse's `rag` schema:
 
 - rag_<use case>.redacted_documents: one row per indexed record (doc_key = "<source>/<id>"), PII masked.
 - rag_<use case>.document_skips: records that could not be indexed, with the reason (empty text, ...).
-- rag_<use case>.chunks: the chunks of the redacted documents, with the metadata the index and access filters need.
+- rag_<use case>.chunks_staging: the chunker's working table (write-audit-publish: the chunks asset writes here and
+  runs its blocking checks here).
+- rag_<use case>.chunks: the *published* chunks, with the metadata the index and access filters need: a copy of
+  the staging table made only when every blocking check on it passed (``publish_chunks``). Embeddings and the
+  vector index read only this table, so a chunk that failed a gate never reaches them, in any run.
 
 No Dagster import; the assets in assets/rag.py wire resources to these functions and report metadata.
 """
@@ -31,7 +35,9 @@ import numpy as np
 import pyarrow as pa
 
 from .chunking import ChunkingConfig, TokenCounter, chunk_document
+from . import gates
 from .config import GoldenSet, ProjectConfig, RagSettings
+from .gates import GateResult
 from .index import IndexChunk
 from .pii import PiiRedactor
 
@@ -59,7 +65,13 @@ class RagTables:
 
     @property
     def chunks(self) -> str:
+        """The published chunks: what passed every blocking check of the chunks asset."""
         return f"{self.schema}.chunks"
+
+    @property
+    def chunks_staging(self) -> str:
+        """The chunker's working table: written and audited before anything is published."""
+        return f"{self.schema}.chunks_staging"
 
 
 @dataclass(frozen=True)
@@ -115,13 +127,25 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, t: RagTables) -> None:
             doc_key VARCHAR PRIMARY KEY, source VARCHAR, document_id VARCHAR, source_hash VARCHAR, reason VARCHAR,
             skipped_at TIMESTAMP)"""
     )
-    con.execute(
-        f"""CREATE TABLE IF NOT EXISTS {t.chunks} (
-            chunk_id VARCHAR PRIMARY KEY, doc_key VARCHAR, source VARCHAR, document_id VARCHAR, chunk_index INTEGER,
-            title VARCHAR, section_path VARCHAR, data_domain VARCHAR, updated_at VARCHAR, text VARCHAR,
-            token_count INTEGER, content_hash VARCHAR, redacted_hash VARCHAR, chunker_id VARCHAR,
-            pii_checked BOOLEAN)"""
-    )
+    had_staging = _table_exists(con, t.schema, "chunks_staging")
+    for table in (t.chunks, t.chunks_staging):
+        con.execute(
+            f"""CREATE TABLE IF NOT EXISTS {table} (
+                chunk_id VARCHAR PRIMARY KEY, doc_key VARCHAR, source VARCHAR, document_id VARCHAR, chunk_index INTEGER,
+                title VARCHAR, section_path VARCHAR, data_domain VARCHAR, updated_at VARCHAR, text VARCHAR,
+                token_count INTEGER, content_hash VARCHAR, redacted_hash VARCHAR, chunker_id VARCHAR,
+                pii_checked BOOLEAN)"""
+        )
+    if not had_staging:
+        # A warehouse from before staging existed: its chunks table is the chunker's state; start from it.
+        con.execute(f"INSERT INTO {t.chunks_staging} SELECT * FROM {t.chunks}")
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    [(n,)] = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+    ).fetchall()
+    return bool(n)
 
 
 # ---------------------------------------------------------------- reading the cleaned sources
@@ -314,7 +338,8 @@ def chunker_id(settings: RagSettings) -> str:
 def sync_chunks(
     con: duckdb.DuckDBPyConnection, t: RagTables, settings: RagSettings, counter: TokenCounter | None = None
 ) -> StepResult:
-    """Re-chunk the redacted documents whose text or chunking settings changed; drop chunks of removed ones."""
+    """Re-chunk (into the staging table) the redacted documents whose text or chunking settings changed; drop chunks
+    of removed ones. Nothing is published: see ``publish_chunks``."""
     start = time.perf_counter()
     ensure_schema(con, t)
     cid = chunker_id(settings)
@@ -324,7 +349,7 @@ def sync_chunks(
         f"""SELECT d.doc_key, d.source, d.document_id, d.title, d.body, d.format, d.data_domain, d.updated_at,
                    d.redacted_hash
             FROM {t.redacted} d
-            WHERE NOT EXISTS (SELECT 1 FROM {t.chunks} c WHERE c.doc_key = d.doc_key
+            WHERE NOT EXISTS (SELECT 1 FROM {t.chunks_staging} c WHERE c.doc_key = d.doc_key
                               AND c.redacted_hash = d.redacted_hash AND c.chunker_id = ?)
             ORDER BY d.doc_key""",
         [cid],
@@ -356,12 +381,12 @@ def sync_chunks(
     result.changed_keys = [t[0] for t in todo]
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"DELETE FROM {t.chunks} WHERE doc_key NOT IN (SELECT doc_key FROM {t.redacted})")
+        con.execute(f"DELETE FROM {t.chunks_staging} WHERE doc_key NOT IN (SELECT doc_key FROM {t.redacted})")
         if todo:
-            con.execute(f"DELETE FROM {t.chunks} WHERE doc_key IN (SELECT unnest(?))", [result.changed_keys])
+            con.execute(f"DELETE FROM {t.chunks_staging} WHERE doc_key IN (SELECT unnest(?))", [result.changed_keys])
         if rows:
             con.register("_agenix_chunks", pa.Table.from_pylist(rows))
-            con.execute(f"INSERT INTO {t.chunks} BY NAME SELECT * FROM _agenix_chunks")
+            con.execute(f"INSERT INTO {t.chunks_staging} BY NAME SELECT * FROM _agenix_chunks")
             con.unregister("_agenix_chunks")
         con.execute("COMMIT")
     except Exception:
@@ -387,17 +412,19 @@ class ChunkStats:
     over_limit: int
 
 
-def chunk_stats(con: duckdb.DuckDBPyConnection, t: RagTables, max_tokens: int) -> ChunkStats:
+def chunk_stats(con: duckdb.DuckDBPyConnection, t: RagTables, max_tokens: int, published: bool = False) -> ChunkStats:
+    """Statistics of the staging table (what the checks judge), or of the published one."""
+    table = t.chunks if published else t.chunks_staging
     [(n, docs, lo, hi, mean, empty, over)] = con.execute(
         f"""SELECT count(*), count(DISTINCT doc_key), coalesce(min(token_count), 0), coalesce(max(token_count), 0),
                    coalesce(avg(token_count), 0), count(*) FILTER (WHERE trim(coalesce(text, '')) = ''),
                    count(*) FILTER (WHERE token_count > ? OR token_count < 1)
-            FROM {t.chunks}""",
+            FROM {table}""",
         [max_tokens],
     ).fetchall()
     # chunk_id is the table's primary key, so duplicates are impossible in storage; count them across documents
     # by the id's text to prove it rather than trust it.
-    [(dupes,)] = con.execute(f"SELECT count(*) - count(DISTINCT chunk_id) FROM {t.chunks}").fetchall()
+    [(dupes,)] = con.execute(f"SELECT count(*) - count(DISTINCT chunk_id) FROM {table}").fetchall()
     return ChunkStats(n, docs, lo, hi, round(float(mean), 1), empty, dupes, over)
 
 
@@ -422,9 +449,9 @@ def _known_literals(known_people: Iterable[dict[str, Any]]) -> re.Pattern | None
 def scan_chunks_for_pii(
     con: duckdb.DuckDBPyConnection, t: RagTables, detector: PiiRedactor, known_people: Sequence[dict[str, Any]], limit: int = 50
 ) -> PiiScan:
-    """Scan every chunk not yet scanned with a detector for every entity type, plus a literal search for the
+    """Scan every staged chunk not yet scanned with a detector for every entity type, plus a literal search for the
     CRM's known names and emails that does not depend on Presidio. Clean chunks are marked scanned."""
-    rows = con.execute(f"SELECT chunk_id, text FROM {t.chunks} WHERE NOT pii_checked ORDER BY chunk_id").fetchall()
+    rows = con.execute(f"SELECT chunk_id, text FROM {t.chunks_staging} WHERE NOT pii_checked ORDER BY chunk_id").fetchall()
     literal = _known_literals(known_people)
     findings: list[tuple[str, str, str]] = []
     clean: list[str] = []
@@ -437,8 +464,69 @@ def scan_chunks_for_pii(
         else:
             clean.append(chunk_id)
     if clean:
-        con.execute(f"UPDATE {t.chunks} SET pii_checked = true WHERE chunk_id IN (SELECT unnest(?))", [clean])
+        con.execute(f"UPDATE {t.chunks_staging} SET pii_checked = true WHERE chunk_id IN (SELECT unnest(?))", [clean])
     return PiiScan(scanned=len(rows), findings=findings[:limit] if limit else findings)
+
+
+# ---------------------------------------------------------------- the chunks gate (write-audit-publish)
+
+# The blocking checks of the rag lane. An index version is servable only when every one of them passed on what it
+# was built from (the chunks and embeddings it read) and on the version itself.
+NO_PII_IN_CHUNKS = "no_pii_in_chunks"
+CHUNK_TOKEN_BOUNDS = "chunk_token_bounds"
+NO_EMPTY_CHUNKS = "no_empty_chunks"
+UNIQUE_CHUNK_IDS = "unique_chunk_ids"
+EVERY_CHUNK_EMBEDDED = "every_chunk_embedded"
+EVERY_CHUNK_INDEXED = "every_chunk_indexed"
+RETRIEVAL_SMOKE_TEST = "retrieval_smoke_test"
+CHUNK_GATES = (NO_PII_IN_CHUNKS, CHUNK_TOKEN_BOUNDS, NO_EMPTY_CHUNKS, UNIQUE_CHUNK_IDS)
+EMBEDDING_GATES = (EVERY_CHUNK_EMBEDDED,)
+INDEX_GATES = (EVERY_CHUNK_INDEXED, RETRIEVAL_SMOKE_TEST)
+INDEX_VERSION_GATES = CHUNK_GATES + EMBEDDING_GATES + INDEX_GATES
+
+
+def chunk_gate_results(asset: str, stats: ChunkStats, scan: PiiScan, max_tokens: int) -> list[GateResult]:
+    """The chunks asset's blocking checks, judged on the staging table."""
+    findings = scan.findings
+    return [
+        GateResult(
+            asset, NO_PII_IN_CHUNKS, not findings,
+            f"{len(findings)} PII finding(s) in chunks, e.g. {findings[0][1]} in {findings[0][0]}"
+            if findings else f"scanned {scan.scanned} new chunk(s): no PII",
+            {"chunks_scanned": scan.scanned, "findings": len(findings),
+             "finding_types": dict(Counter(f[1] for f in findings)),
+             "examples": [{"chunk": c, "type": t} for c, t, _ in findings[:10]]},
+        ),
+        GateResult(
+            asset, CHUNK_TOKEN_BOUNDS, stats.over_limit == 0,
+            f"{stats.over_limit} chunk(s) outside 1..{max_tokens} tokens; max {stats.max_tokens}",
+            {"max_tokens_allowed": max_tokens, "max_tokens_found": stats.max_tokens,
+             "min_tokens_found": stats.min_tokens, "violations": stats.over_limit},
+        ),
+        GateResult(asset, NO_EMPTY_CHUNKS, stats.empty == 0, f"{stats.empty} empty chunk(s)", {"empty": stats.empty}),
+        GateResult(asset, UNIQUE_CHUNK_IDS, stats.duplicate_ids == 0, f"{stats.duplicate_ids} duplicate id(s)",
+                   {"duplicates": stats.duplicate_ids}),
+    ]
+
+
+def publish_chunks(
+    con: duckdb.DuckDBPyConnection, t: RagTables, results: Sequence[GateResult], run_id: str
+) -> bool:
+    """Record the chunks gate's verdict and, only if every check passed, publish the staging table; one
+    transaction, so readers see the verdict and the data it judged together. Returns whether it published."""
+    passed = all(r.passed for r in results)
+    gates.ensure_schema(con)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if passed:
+            con.execute(f"DELETE FROM {t.chunks}")
+            con.execute(f"INSERT INTO {t.chunks} SELECT * FROM {t.chunks_staging}")
+        gates.record_evaluation(con, results, run_id, published=passed)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return passed
 
 
 # ---------------------------------------------------------------- the index's view of chunks
@@ -533,24 +621,46 @@ def load_chunk_texts(root: Path, collection: str) -> dict[str, str]:
 GATES_FILE = "gates.json"
 
 
-def write_gate_result(root: Path, collection: str, gate: str, passed: bool, details: dict[str, Any]) -> None:
-    """Record a blocking check's verdict beside a version's artifacts, so readers outside Dagster (the gateway's
-    ``index_version: live``) serve only versions that passed it."""
-    folder = artifacts_dir(root, collection)
-    path = folder / GATES_FILE
-    gates = read_gates(root, collection)
-    gates[gate] = {"passed": bool(passed), "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **details}
+def write_index_verdict(root: Path, collection: str, results: Sequence[GateResult]) -> dict[str, Any]:
+    """The verdict file beside a version's artifacts: every blocking check of the rag lane that covers the version
+    (the chunks and embeddings it was built from, and the version itself) with its result, and whether the
+    version is servable. Readers outside Dagster (the gateway) serve only versions where every required check is
+    listed and passed (``index_servable``); replaced atomically."""
+    checks = {r.check: r.as_json() for r in results}
+    verdict = {
+        "collection": collection,
+        "required": list(INDEX_VERSION_GATES),
+        "checks": checks,
+        "servable": all(name in checks and checks[name]["passed"] for name in INDEX_VERSION_GATES),
+        "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = artifacts_dir(root, collection) / GATES_FILE
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(gates, indent=2))
+    tmp.write_text(json.dumps(verdict, indent=2, default=str))
     tmp.replace(path)
+    return verdict
 
 
 def read_gates(root: Path, collection: str) -> dict[str, Any]:
     path = artifacts_dir(root, collection) / GATES_FILE
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, json.JSONDecodeError):
         return {}
+
+
+def index_servable(verdict: dict[str, Any]) -> bool:
+    """Every blocking check of the rag lane is listed and passed. The required set is this code's, not the file's:
+    a verdict written before a check existed (or by hand) lists fewer and is not servable."""
+    checks = verdict.get("checks")
+    if not isinstance(checks, dict):
+        return False
+    return all(isinstance(checks.get(n), dict) and checks[n].get("passed") is True for n in INDEX_VERSION_GATES)
+
+
+def servable_versions(root: Path, collections: Iterable[str]) -> list[str]:
+    """The given collections whose verdict file says servable, in the order given."""
+    return [c for c in collections if index_servable(read_gates(root, c))]
 
 
 def prune_artifacts(root: Path, keep_collections: Iterable[str]) -> list[str]:

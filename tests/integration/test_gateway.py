@@ -429,11 +429,11 @@ def test_manifest_hot_reload_and_invalid_manifest_keeps_the_previous(stack):
 def test_live_index_is_the_newest_version_that_passed_its_gates(stack):
     index = stack.home / "index"
     v1 = index / "agenix.support-assistant.v0001"
-    assert json.loads((v1 / "gates.json").read_text())["retrieval_smoke_test"]["passed"] is True
+    assert json.loads((v1 / "gates.json").read_text())["checks"]["retrieval_smoke_test"]["passed"] is True
     failed = index / "agenix.support-assistant.v0002"
     shutil.copytree(v1, failed)
     gates = json.loads((failed / "gates.json").read_text())
-    gates["retrieval_smoke_test"]["passed"] = False
+    gates["checks"]["retrieval_smoke_test"]["passed"] = False
     (failed / "gates.json").write_text(json.dumps(gates))
     try:
         time.sleep(1.1)  # the live version is resolved at most once a second
