@@ -343,7 +343,7 @@ Returns Return Warranty Delivery Shipping Billing Installation Maintenance Troub
 Technical Specifications Operating Operation Pressure Temperature Flow Speed Power Weight Size Range
 Germany Austria Switzerland Netherlands Denmark Sweden Norway Finland Poland France Italy Spain
 Belgium Europe European Kingdom United States America English German Dutch Danish Swedish Polish
-Mr Mrs Ms Miss Dr Prof Herr Frau
+Mr Mrs Ms Miss Dr Prof Herr Frau Knowledge Base Help Center Centre
 """.split())
 # First names that are also ordinary capitalised words (headings, sentence starts): need a cue.
 _AMBIGUOUS_FIRST_NAMES = frozenset("""
@@ -615,6 +615,10 @@ def packaged_ner_model() -> Path | None:
 _CAMEL_PRODUCT_RE = re.compile(r"(?!(?:Mc|Mac|Fitz|De|Di|Da|Le|La|Van|Von|Du|Des|Del)[A-Z])[A-Z][a-z]+[A-Z]")
 
 
+_NEXT_WORD_RE = re.compile(r"[ \t]+([^\W\d_]+)")
+_PREV_WORD_RE = re.compile(r"([^\W\d_]+)[ \t]+$")
+
+
 class _NerPersonDetector(_Detector):
     """spaCy's statistical NER (only its ``ner`` component, which has its own embedding layer) for PERSON.
 
@@ -637,15 +641,32 @@ class _NerPersonDetector(_Detector):
         out: list[_Found] = []
         doc = self.nlp(text)
         for ent in doc.ents:
-            if ent.label_ != "PERSON":
-                continue
+            if ent.label_ != "PERSON" or any(ch.isdigit() for ch in ent.text):
+                continue  # "HP-5410 Head Drive Pulley"
             for start, end in self._name_runs(text, ent.start_char, ent.end_char):
-                out.append(("PERSON", start, end, 0.7, self.name))
+                if not self._inside_capitalised_phrase(text, start, end):
+                    out.append(("PERSON", start, end, 0.7, self.name))
         if out:
             orgs = _org_spans(text, self.organizations)
             if orgs:
                 out = [f for f in out if not _overlaps_any(f[1], f[2], orgs)]
         return out
+
+    @staticmethod
+    def _inside_capitalised_phrase(text: str, start: int, end: int) -> bool:
+        """True when the name is part of a longer run of capitalised words ("Electric Diaphragm Pump",
+        "Head Drive Pulley"): product names and headings, not people. A capitalised word that starts a
+        sentence or line, or a title, may stand before a name."""
+        after = _NEXT_WORD_RE.match(text, end)
+        if after and after.group(1)[0].isupper():
+            return True
+        window = text[max(0, start - 60):start]
+        before = _PREV_WORD_RE.search(window)
+        if before and before.group(1)[0].isupper() and before.group(1).casefold() not in _TITLE_SET:
+            lead = window[:before.start()].rstrip(" \t")
+            sentence_start = (not lead and start - 60 <= 0) or lead.endswith(("\n", ".", "!", "?", ":", ";"))
+            return not sentence_start
+        return False
 
     @staticmethod
     def _name_runs(text: str, start: int, end: int) -> list[tuple[int, int]]:
@@ -656,7 +677,9 @@ class _NerPersonDetector(_Detector):
         runs: list[list[_Tok]] = []
         cur: list[_Tok] = []
         for tok in toks:
-            ok = (tok.cap and tok.low not in _NAME_STOPWORDS) or (cur and tok.low in _PARTICLES)
+            # a title before the name stays outside it ("Mevrouw van Leeuwen": the title recognizers own that)
+            ok = (tok.cap and tok.low not in _NAME_STOPWORDS and tok.low not in _TITLE_SET) or (
+                cur and tok.low in _PARTICLES)
             joined = bool(cur) and _gap_kind(text[cur[-1].end:tok.start]) == " " and \
                 "\n" not in text[cur[-1].end:tok.start]
             if ok and (joined or not cur):
@@ -664,7 +687,7 @@ class _NerPersonDetector(_Detector):
             else:
                 if cur:
                     runs.append(cur)
-                cur = [tok] if tok.cap and tok.low not in _NAME_STOPWORDS else []
+                cur = [tok] if ok and tok.cap else []
         if cur:
             runs.append(cur)
         out = []
@@ -1044,7 +1067,7 @@ _ADDRESS_CUE_RE = re.compile(
 )
 # Any street line followed by a postcode and a city: "Cañada Sonia Porcel 746, 08115 Tarragona".
 _ADDR_TRAILED_RE = re.compile(
-    rf"(?<![\w\-])(?:{_NAME_WORD}|[a-zß-ÿ]{{2,}}\.?)(?:(?:[ ]+|-)(?:{_NAME_WORD}|de|del|la|di|da|do|van|von)){{0,4}}"
+    rf"(?<![\w\-]){_NAME_WORD}(?:(?:[ ]+|-)(?:{_NAME_WORD}|de|del|la|di|da|do|van|von)){{0,4}}"
     rf"{_ROMANCE_NO}{_UNIT}?,[ ]*{_POSTCODE}[ ]+{_CITY}"
 )
 #: A necessary condition of the street recognizers whose match can start without a capital letter or digit
@@ -1086,8 +1109,9 @@ class _AddressDetector(_Detector):
                 score = 0.85
             elif m.group("typ"):
                 score = 0.75
-            elif _ADDRESS_CUE_RE.search(text, max(0, m.start() - 30), m.start()) and not (
-                    len(number) == 4 and number[:2] in ("19", "20")):  # "in 2026 Berlin ..." is a year
+            elif (_ADDRESS_CUE_RE.search(text, max(0, m.start() - 30), m.start())
+                  and len(m.group("name").split()) >= 2  # "to 145 Nm" is a torque
+                  and not (len(number) == 4 and number[:2] in ("19", "20"))):  # "in 2026 Berlin ..." is a year
                 score = 0.75
             else:
                 continue
