@@ -616,6 +616,23 @@ _CAMEL_PRODUCT_RE = re.compile(r"(?!(?:Mc|Mac|Fitz|De|Di|Da|Le|La|Van|Von|Du|Des
 
 
 _NEXT_WORD_RE = re.compile(r"[ \t]+([^\W\d_]+)")
+_PARAGRAPH_RE = re.compile(r"[^\n]+(?:\n(?!\s*\n)[^\n]+)*")  # lines up to a blank line
+
+
+def _has_capitalised_pair(piece: str) -> bool:
+    """Two capitalised words (not stop words; a particle may stand between them) on one line."""
+    prev_end, prev_cap = -1, False
+    for m in _WORD_RE.finditer(piece):
+        word = m.group()
+        cap = word[0].isupper() and not (len(word) > 1 and word.isupper()) and word.casefold() not in _NAME_STOPWORDS
+        gap = piece[prev_end:m.start()]
+        if prev_cap and gap.isspace() and "\n" not in gap:
+            if cap:
+                return True
+            if word.casefold() in _PARTICLES:
+                continue  # keep prev_cap across "van", "de la"
+        prev_end, prev_cap = m.end(), cap
+    return False
 _PREV_WORD_RE = re.compile(r"([^\W\d_]+)[ \t]+$")
 
 
@@ -639,13 +656,16 @@ class _NerPersonDetector(_Detector):
 
     def find(self, text: str) -> list[_Found]:
         out: list[_Found] = []
-        doc = self.nlp(text)
-        for ent in doc.ents:
-            if ent.label_ != "PERSON" or any(ch.isdigit() for ch in ent.text):
-                continue  # "HP-5410 Head Drive Pulley"
-            for start, end in self._name_runs(text, ent.start_char, ent.end_char):
-                if not self._inside_capitalised_phrase(text, start, end):
-                    out.append(("PERSON", start, end, 0.7, self.name))
+        # Only paragraphs with two capitalised words side by side can hold a name this recognizer keeps, and
+        # the model is the slowest part of the redactor: skip the others (most of a manual's text).
+        pieces = [(m.start(), m.group()) for m in _PARAGRAPH_RE.finditer(text) if _has_capitalised_pair(m.group())]
+        for (offset, _piece), doc in zip(pieces, self.nlp.pipe(p for _o, p in pieces)):
+            for ent in doc.ents:
+                if ent.label_ != "PERSON" or any(ch.isdigit() for ch in ent.text):
+                    continue  # "HP-5410 Head Drive Pulley"
+                for start, end in self._name_runs(text, offset + ent.start_char, offset + ent.end_char):
+                    if not self._inside_capitalised_phrase(text, start, end):
+                        out.append(("PERSON", start, end, 0.7, self.name))
         if out:
             orgs = _org_spans(text, self.organizations)
             if orgs:

@@ -4,6 +4,9 @@ through the CLI with the product's real redactor (Presidio, the packaged spaCy N
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +83,18 @@ def test_generation_is_deterministic_per_seed_and_covers_locales_and_types() -> 
             assert p.parts and all(p.start <= a < b <= p.end for a, b in p.parts)
     for locale in locales:
         assert {p.row for r in first if r.locale == locale for p in r.planted} == rows
+
+
+def test_generation_does_not_depend_on_the_hash_seed() -> None:
+    """Two processes with different PYTHONHASHSEED make the same split (Faker draws some values from sets)."""
+    code = ("from agenix_bench import pii as b; import hashlib; "
+            "print(hashlib.sha1('|'.join(r.text for r in b.generate_ood('held_out', 6, 1)).encode()).hexdigest())")
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, cwd=Path(__file__).parents[2]).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
 
 
 def test_dev_and_held_out_share_no_template_or_seed() -> None:
