@@ -432,7 +432,7 @@ _CUE_BEFORE_RE = re.compile(
 )
 _STRONG_CUE_RE = re.compile(
     r"(?:\bmy\s+name\s+is|\bname\s*:|\bcolleague|\bkollege|\bkollegin|\bansprechpartner(?:in)?\s*:?|"
-    r"(?:^|\n)[ \t]*--?|\bthanks\s*,|\bthank\s+you\s*,|\b(?:spoke|spoken|talked|talking|speak)\s+(?:to|with)|"
+    r"(?:^|\n)[ \t]*--|\bthanks\s*,|\bthank\s+you\s*,|\b(?:spoke|spoken|talked|talking|speak)\s+(?:to|with)|"
     r"\bask(?:ed)?\s+for|\baccount\s+holder(?:\s+is)?|\bcontact(?:\s+person)?\s+is|"
     r"\b(?:regards|wishes|sincerely|cheers|grüße|groeten|hälsningar|hilsen|pozdrawiam)\s*,?\s*\n)"
     r"[ \t,:]*(?:our\s+|my\s+)?$",
@@ -633,19 +633,18 @@ _PARAGRAPH_RE = re.compile(r"[^\n]+(?:\n(?!\s*\n)[^\n]+)*")  # lines up to a bla
 
 
 def _has_capitalised_pair(piece: str) -> bool:
-    """Two capitalised words (not stop words; a particle may stand between them) on one line."""
+    """A capitalised word (not a stop word) followed on the same line by another or by a name particle."""
     prev_end, prev_cap = -1, False
     for m in _WORD_RE.finditer(piece):
         word = m.group()
         cap = word[0].isupper() and not (len(word) > 1 and word.isupper()) and word.casefold() not in _NAME_STOPWORDS
         gap = piece[prev_end:m.start()]
-        if prev_cap and gap.isspace() and "\n" not in gap:
-            if cap:
-                return True
-            if word.casefold() in _PARTICLES:
-                continue  # keep prev_cap across "van", "de la"
+        if prev_cap and gap.isspace() and "\n" not in gap and (cap or word.casefold() in _PARTICLES):
+            return True  # "Anna Keller", "Luc van Bunschoten"
         prev_end, prev_cap = m.end(), cap
     return False
+
+
 _PREV_WORD_RE = re.compile(r"([^\W\d_]+)[ \t]+$")
 
 
