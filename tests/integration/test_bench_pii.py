@@ -66,9 +66,9 @@ def test_generation_is_deterministic_per_seed_and_covers_locales_and_types() -> 
     # 16 tickets a locale: every one of the 16 templates once per locale
     first = bench.generate_ood("held_out", tickets_per_locale=16, clean_per_locale=2)
     again = bench.generate_ood("held_out", tickets_per_locale=16, clean_per_locale=2)
-    other = bench.generate_ood("held_out", tickets_per_locale=16, clean_per_locale=2, seed=5)
+    other = bench.generate_ood("held_out", tickets_per_locale=2, clean_per_locale=0, seed=5)
     assert [r.text for r in first] == [r.text for r in again]
-    assert [r.text for r in first] != [r.text for r in other]
+    assert not {r.text for r in first} & {r.text for r in other}
 
     locales = {r.locale for r in first}
     assert len(locales) >= 10
