@@ -50,7 +50,8 @@ offline:
 Thread safety: ``analyze``/``redact`` keep no per-call state on the instance, so one redactor can be
 shared by threads (the work is pure Python and holds the GIL: use processes for parallelism; each
 process builds its own redactor, ~1-2 s plus the Presidio import). Memory: ~60-80 MB per process for
-Presidio + spaCy (blank), plus ~1 KB per known person.
+Presidio + spaCy (blank), plus the NER model (one copy per process, shared by its
+redactors), plus ~1 KB per known person.
 
 No Dagster import here, and Presidio is imported lazily (importing it takes seconds).
 """
@@ -648,6 +649,15 @@ def _has_capitalised_pair(piece: str) -> bool:
 _PREV_WORD_RE = re.compile(r"([^\W\d_]+)[ \t]+$")
 
 
+@lru_cache(maxsize=2)
+def _load_ner(model_dir: str) -> Any:
+    """The NER pipeline, loaded once per process and shared by every redactor (inference only reads it;
+    ~1-2 s and ~50 MB per load)."""
+    import spacy
+
+    return spacy.load(model_dir, exclude=["tok2vec", "tagger", "parser", "senter", "attribute_ruler", "lemmatizer"])
+
+
 class _NerPersonDetector(_Detector):
     """spaCy's statistical NER (only its ``ner`` component, which has its own embedding layer) for PERSON.
 
@@ -660,10 +670,7 @@ class _NerPersonDetector(_Detector):
     entities = ("PERSON",)
 
     def __init__(self, model_dir: Path, organizations: _PhraseMatcher | None = None):
-        import spacy
-
-        self.nlp = spacy.load(model_dir, exclude=["tok2vec", "tagger", "parser", "senter", "attribute_ruler",
-                                                  "lemmatizer"])
+        self.nlp = _load_ner(str(model_dir))
         self.organizations = organizations
 
     def find(self, text: str) -> list[_Found]:
