@@ -188,33 +188,19 @@ def bench_pii(
     scale: Annotated[str, typer.Option(help="sample company scale to generate and evaluate")] = "small",
     seed: Annotated[int, typer.Option(help="sample seed")] = 7,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    ood: Annotated[bool, typer.Option("--ood", help="out-of-distribution set (Faker, 12 locales, no deny list)")] = False,
+    tickets_per_locale: Annotated[int, typer.Option(help="--ood: support tickets per locale and split")] = 40,
 ) -> None:
-    """Precision and recall of PII redaction against the sample generator's manifest of planted PII."""
-    import tempfile
-    import time
+    """Precision and recall of PII redaction: in-distribution (the sample company) or, with --ood, Faker data."""
+    from agenix_bench import pii as bench
 
-    from .core.pii import PiiRedactor, evaluate, load_evaluation_sample
-    from .core.sample_data import generate_sample_company
-
-    with tempfile.TemporaryDirectory() as tmp:
-        landing = Path(tmp) / "landing"
-        generate_sample_company(landing, scale=scale, seed=seed, as_of=dt.date(2026, 11, 1))
-        sample = load_evaluation_sample(landing)
-        redactor = PiiRedactor.from_contacts(sample["known_people"])
-        started = time.perf_counter()
-        report = evaluate(redactor, sample["texts"], sample["manifest"])
-        seconds = time.perf_counter() - started
-    report["texts_per_second"] = round(report["texts"] / seconds, 1)
-    rows = [("texts", report["texts"]), ("planted spans", report["planted"]), ("detected spans", report["detected"]),
-            ("recall, structured PII (target 0.99)", report["recall_structured"]),
-            ("recall, known-contact names (target 0.95)", report["recall_known_contact_names"]),
-            ("recall, unknown persons", report["recall_unknown_persons"]),
-            ("precision (target 0.9)", report["precision"]), ("texts/s", report["texts_per_second"])]
-    rows += [(f"  {t}: recall / precision", f"{v['recall']} / {v['precision']}") for t, v in sorted(report["per_type"].items())]
-    for name, value in rows:
-        typer.echo(f"{name:<45} {value}")
+    if ood:
+        report = bench.run_ood(tickets_per_locale=tickets_per_locale, clean_per_locale=tickets_per_locale // 2,
+                               echo=typer.echo)
+    else:
+        report = bench.run_in_distribution(scale, seed, echo=typer.echo)
     if json_path:
-        json_path.write_text(json.dumps({k: v for k, v in report.items() if k not in ("misses", "false_positives")}, indent=2))
+        bench.write_json(report, json_path, drop=() if ood else ("misses", "false_positives"))
     if not report["meets_targets"]:
         raise typer.Exit(1)
 

@@ -382,6 +382,7 @@ def _score(names: Iterable[str]) -> InjectionMatch:
 _SCREENED_RECOGNIZERS = frozenset({
     "OfflineEmailRecognizer", "PhoneRecognizer", "IbanRecognizer", "CreditCardRecognizer", "IpRecognizer",
     "UrlRecognizer", "StreetAddressRecognizer", "KnownPeopleRecognizer", "PersonHeuristicRecognizer",
+    "NerPersonRecognizer", "CardNumberRecognizer",
 })
 _UPPER = "A-ZÀ-ÖØ-Þ\u0100-\u017f"  # covers the address recognizer's capital letters (with some lower case)
 # Necessary conditions of the structured recognizers (core/pii.py and Presidio's patterns): each check is implied
@@ -394,15 +395,16 @@ _DIGIT_LED_RE = re.compile(
     r"|\.\d{1,3}\.\d{1,3}\.\d)"                 # IPv4
     r"|(?<=[A-Z]{2})[0-9]{2}[ \-]?[A-Z0-9]{4}"   # IBAN (Presidio's pattern is upper case only)
 )
-_STREET_RE = re.compile(rf"[{_UPPER}](?:[^\W\d_]|-)*\.?[ ]+\d")  # street (maybe 'Str.') + house number
+_STREET_RE = re.compile(rf"[{_UPPER}](?:[^\W\d_]|-)*\.?,?[ ]+\d")  # street (maybe 'Str.', 'Via Roma,') + number
 _DOT_RE = re.compile(r"(?i:[a-z0-9])\.(?i:[a-z]){2}|(?i:www)\d{0,3}\.")  # URL: label.tld, www.
 _IPV6_RE = re.compile(r"(?:[0-9A-Fa-f]{1,4}:){6}")  # the forms without '::' have six hex groups
 
 
-def _structured_candidate(text: str) -> bool:
+def _structured_candidate(text: str, street_lead: re.Pattern[str]) -> bool:
     if "@" in text or "://" in text or "::" in text:  # e-mail (Presidio's and the deny list's), URL, IPv6
         return True
-    if _DIGIT_RE.search(text) and (_DIGIT_LED_RE.search(text) or _STREET_RE.search(text)):
+    if _DIGIT_RE.search(text) and (_DIGIT_LED_RE.search(text) or _STREET_RE.search(text)
+                                   or street_lead.search(text)):
         return True
     if "." in text and _DOT_RE.search(text):
         return True
@@ -421,9 +423,17 @@ class PiiPrescreen:
 
     def __init__(self, redactor: PiiRedactor):
         # The person rules use the redactor's own word lists, so the two stay in step.
-        from agenix_assets.core.pii import _NAME_STOPWORDS, _PARTICLES, _TITLE_SET, _WORD_RE, _folds
+        from agenix_assets.core.pii import (
+            _NAME_STOPWORDS,
+            _PARTICLES,
+            _TITLE_SET,
+            _WORD_RE,
+            STREET_TYPE_LEAD_RE,
+            _folds,
+        )
 
         self._stop, self._particles, self._titles = _NAME_STOPWORDS, _PARTICLES, _TITLE_SET
+        self._street_lead = STREET_TYPE_LEAD_RE
         self._word_re, self._folds = _WORD_RE, _folds
         names = {getattr(r, "name", type(r).__name__) for r in redactor.analyzer.registry.recognizers}
         self.unscreened = sorted(names - _SCREENED_RECOGNIZERS)
@@ -443,7 +453,7 @@ class PiiPrescreen:
             return True
         if not text or text.isspace():
             return False  # PiiRedactor.analyze returns nothing for blank text
-        if _structured_candidate(text):
+        if _structured_candidate(text, self._street_lead):
             return True
         known, stop, titles, particles = self._known_heads, self._stop, self._titles, self._particles
         prev_end = -1
