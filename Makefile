@@ -39,7 +39,7 @@ $(INSTALL_STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 $(DBT_MANIFEST): $(INSTALL_STAMP) $(DBT_SOURCES)
-	$(BIN)/agenix prepare
+	$(BIN)/python -m agenix_assets.cli prepare
 	@touch $@
 
 install: $(INSTALL_STAMP) $(DBT_MANIFEST)

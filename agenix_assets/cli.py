@@ -29,8 +29,11 @@ concurrency:
   pools:
     default_limit: 1
     granularity: op
+# The daemon (under `dagster dev`) fails runs that never start and frees slots that finished runs still hold;
+# runs whose process died are swept by the agenix commands (agenix_assets/runs.py).
 run_monitoring:
   enabled: true
+  free_slots_after_run_end_seconds: 30
 """
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON with --json PATH.")
