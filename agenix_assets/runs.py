@@ -53,9 +53,10 @@ class RunProcess:
     run_id: str
     job_name: str | None
     status: str  # the run's status, or "DELETED" when a slot names a run the instance no longer has
+    ended: bool  # the run has a final status (or was deleted)
     pid: int | None
     host: str | None
-    state: str  # liveness.ALIVE / DEAD / UNKNOWN, or "finished" for runs that ended
+    state: str  # liveness.ALIVE / DEAD / UNKNOWN
     reason: str
 
     def describe(self) -> str:
@@ -63,6 +64,12 @@ class RunProcess:
         if self.host:
             where += f" on {self.host}"
         return f"run {self.run_id} ({self.job_name or 'unknown job'}, {self.status}, {where}): {self.state}, {self.reason}"
+
+    @property
+    def sweepable(self) -> bool:
+        """Its slots can be freed: its process is provably dead, or the run ended and its process is not
+        known to be alive (Dagster itself frees a deleted run's slots)."""
+        return self.state == liveness.DEAD or (self.ended and self.state != liveness.ALIVE)
 
 
 def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> tuple[int | None, float | None]:
@@ -82,13 +89,11 @@ def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> tuple[int | None, 
 def run_process(instance: dg.DagsterInstance, run_id: str) -> RunProcess:
     run = instance.get_run_by_id(run_id)
     if run is None:
-        return RunProcess(run_id, None, "DELETED", None, None, "finished", "the run no longer exists")
+        return RunProcess(run_id, None, "DELETED", True, None, None, liveness.UNKNOWN, "the run no longer exists")
     pid, logged_at = _worker_pid(instance, run_id)
     host = run.tags.get(HOST_TAG)
-    if run.is_finished:
-        return RunProcess(run_id, run.job_name, run.status.value, pid, host, "finished", "the run has ended")
     found = liveness.process_state(pid, host, run.tags.get(BOOT_TAG), logged_at)
-    return RunProcess(run_id, run.job_name, run.status.value, pid, host, found.state, found.reason)
+    return RunProcess(run_id, run.job_name, run.status.value, run.is_finished, pid, host, found.state, found.reason)
 
 
 def pool_holders(instance: dg.DagsterInstance, pool: str) -> list[RunProcess]:
@@ -118,14 +123,14 @@ def sweep_dead_runs(instance: dg.DagsterInstance, exclude: set[str] = frozenset(
     swept = []
     for run_id in sorted((in_progress | holding) - set(exclude)):
         found = run_process(instance, run_id)
-        if found.state == liveness.DEAD:
+        if not found.sweepable or (found.ended and run_id not in holding):
+            continue
+        if not found.ended:
             run = instance.get_run_by_id(run_id)
-            if run is not None and not run.is_finished:
+            if run is not None:
                 instance.report_run_failed(
                     run, f"Marked failed by agenix: the process executing this run is gone ({found.reason})."
                 )
-        elif found.state != "finished" or run_id not in holding:
-            continue
         if run_id in holding:
             instance.event_log_storage.free_concurrency_slots_for_run(run_id)
         swept.append(found)
@@ -164,7 +169,7 @@ class PoolWatch:
             self._last = ""
             return
         holders = [h for h in pool_holders(self.instance, self.pool) if h.run_id != self.run_id]
-        if any(h.state in (liveness.DEAD, "finished") for h in holders):
+        if any(h.sweepable for h in holders):
             for freed in sweep_dead_runs(self.instance, exclude={self.run_id}):
                 self.say(f"pool {self.pool}: freed the slot of {freed.describe()}")
             return

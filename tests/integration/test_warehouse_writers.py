@@ -26,6 +26,9 @@ from tests.conftest import AS_OF, CONFIG_DIR, REPO
 BIN = Path(sys.executable).parent
 # Schemas whose tables a run writes: raw loads, dbt models, the RAG lane of the support assistant.
 COMPARED_SCHEMAS = ("raw", "staging", "cleaned", "rag_support_assistant")
+# One row per load, so it has a row per run by design (the killed run's load included), not per record.
+RUN_LOG_TABLES = {"raw._agenix_loads"}
+EDITED_MTIME_NS = 1_793_000_000_000_000_000
 
 
 def platform_env(home: Path, dagster_home: Path) -> dict[str, str]:
@@ -72,13 +75,11 @@ def test_dagster_asset_materialize_on_a_bare_instance_builds_every_asset(bare_in
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.SUCCESS
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
-        counts = dict(con.execute(
-            "SELECT table_schema || '.' || table_name, estimated_size FROM duckdb_tables() "
-            "WHERE table_schema IN ('cleaned', 'rag_support_assistant')"
-        ).fetchall())
-        for table in ("cleaned.cleaned_crm_accounts", "cleaned.cleaned_support_tickets", "cleaned.cleaned_kb_documents"):
+        tables = {f"{s}.{t}" for s, t in con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
+        for table in ("cleaned.cleaned_crm_accounts", "cleaned.cleaned_support_tickets", "cleaned.cleaned_kb_documents",
+                      "rag_support_assistant.chunks"):
+            assert table in tables, sorted(tables)
             assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table
-        assert con.execute("SELECT count(*) FROM rag_support_assistant.chunks").fetchone()[0] > 0, counts
 
 
 def copy_home(source: Path, target: Path) -> Path:
@@ -91,6 +92,7 @@ def edit_kb_document(home: Path) -> None:
     """The same change in every copy, so an ingestion run has new text to redact, chunk, embed and index."""
     doc = sorted((home / "landing" / "documents").rglob("*.md"))[0]
     doc.write_text(doc.read_text() + "\n\n## Service note\n\nInspect the seals of this unit every 400 operating hours.\n")
+    os.utime(doc, ns=(EDITED_MTIME_NS, EDITED_MTIME_NS))  # file state and document dates then match across copies
 
 
 def wait_for_slot(instance: dg.DagsterInstance, proc: subprocess.Popen, step_part: str, timeout_s: float = 600):
@@ -105,25 +107,36 @@ def wait_for_slot(instance: dg.DagsterInstance, proc: subprocess.Popen, step_par
     raise AssertionError(f"no step like {step_part!r} held the {DUCKDB_POOL} slot within {timeout_s} s")
 
 
+def _comparable(value):
+    # Vectors embedded in another batch may differ in the last float bits; six decimals is far below retrieval's
+    # resolution.
+    if isinstance(value, (list, tuple)):
+        return tuple(round(v, 6) if isinstance(v, float) else v for v in value)
+    return value
+
+
 def table_contents(warehouse: Path) -> dict[str, list[tuple]]:
-    """Every row of every table a run writes, minus columns that record when a row was written."""
+    """Every row of every table a run writes, minus columns that record when (or in which load) it was written."""
     out = {}
     with duckdb.connect(str(warehouse), read_only=True) as con:
         tables = con.execute(
-            "SELECT table_schema, table_name FROM duckdb_tables() WHERE table_schema IN "
-            f"({', '.join('?' for _ in COMPARED_SCHEMAS)}) ORDER BY 1, 2", list(COMPARED_SCHEMAS)
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+            f"AND table_schema IN ({', '.join('?' for _ in COMPARED_SCHEMAS)}) ORDER BY 1, 2", list(COMPARED_SCHEMAS)
         ).fetchall()
         for schema, table in tables:
             columns = [
                 name
                 for name, typ in con.execute(
-                    "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
-                    "ORDER BY column_index", [schema, table]
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? "
+                    "AND table_name = ? ORDER BY ordinal_position", [schema, table]
                 ).fetchall()
-                if not typ.startswith("TIMESTAMP") and not name.endswith(("_at", "_seconds", "_run_id", "load_id"))
+                if not typ.startswith("TIMESTAMP") and name.lstrip("_") != "load_id"
             ]
+            if f"{schema}.{table}" in RUN_LOG_TABLES:
+                continue
             select = ", ".join(f'"{c}"' for c in columns)
-            out[f"{schema}.{table}"] = con.execute(f'SELECT {select} FROM "{schema}"."{table}" ORDER BY ALL').fetchall()
+            rows = con.execute(f'SELECT {select} FROM "{schema}"."{table}" ORDER BY ALL').fetchall()
+            out[f"{schema}.{table}"] = [tuple(_comparable(v) for v in row) for row in rows]
     return out
 
 
