@@ -132,7 +132,7 @@ def run_dbt_waiting_for_lock(
     """
     deadline = time.monotonic() + warehouse.lock_timeout
     while True:
-        warehouse.wait_until_free()
+        warehouse.wait_until_free(timeout_s=max(deadline - time.monotonic(), 0.0))
         invocation = dbt.cli(args, context=context)
         streamed = False
         try:

@@ -60,7 +60,7 @@ class WarehouseLockTimeout(RuntimeError):
     """The warehouse file stayed locked by another process for longer than the configured timeout."""
 
     def __init__(self, path: str, timeout_s: float, holder: LockHolder, detail: str):
-        self.path, self.timeout_s, self.holder = path, timeout_s, holder
+        self.path, self.timeout_s, self.holder, self.detail = path, timeout_s, holder, detail
         super().__init__(
             f"DuckDB warehouse {path} is still locked by another process after waiting {timeout_s:g} s: "
             f"held by {holder.describe()}. Another run or tool is writing the warehouse; wait for it to finish, "
@@ -84,7 +84,9 @@ def _cmdline(pid: int) -> str | None:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None  # not Linux, not visible from here, or gone
-    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)[:300] or None
+    # One line, bounded: a `python -c` script would otherwise spill its source into the error.
+    text = " ".join(" ".join(part.decode(errors="replace").split()) for part in raw.split(b"\0") if part)
+    return (text[:200] + ("..." if len(text) > 200 else "")) or None
 
 
 def connect_waiting(
@@ -166,9 +168,14 @@ class WarehouseResource(dg.ConfigurableResource):
         finally:
             con.close()
 
-    def wait_until_free(self) -> None:
-        """Wait (bounded, like ``connect``) until no other process holds the file, for a subprocess that opens
-        it itself (dbt-duckdb). Another process can still take the lock in between; the caller reports that
-        with ``lock_conflict`` on the subprocess's error."""
-        with self.connect():
-            pass
+    def wait_until_free(self, timeout_s: float | None = None) -> None:
+        """Wait (bounded like ``connect``, or by ``timeout_s``) until no other process holds the file, for a
+        subprocess that opens it itself (dbt-duckdb). Another process can still take the lock in between; the
+        caller tells that apart with ``lock_conflict`` on the subprocess's error."""
+        Path(self.file).parent.mkdir(parents=True, exist_ok=True)
+        timeout = self.lock_timeout if timeout_s is None else timeout_s
+        try:
+            connect_waiting(self.file, timeout_s=timeout, on_wait=self._log_wait).close()
+        except WarehouseLockTimeout as exc:
+            # A caller passes what is left of its own deadline; the user set (and should see) the whole wait.
+            raise WarehouseLockTimeout(self.file, self.lock_timeout, exc.holder, exc.detail) from exc

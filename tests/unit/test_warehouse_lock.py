@@ -112,3 +112,30 @@ def test_dbt_failing_on_the_lock_is_recognised_with_its_holder(tmp_path: Path, h
         invocation.wait()
     found = lock_conflict(caught.value)
     assert found is not None and found.pid == holder.pid
+
+
+def test_the_dbt_step_fails_naming_the_holder_when_another_process_keeps_the_warehouse(tmp_path: Path, holders):
+    import dagster as dg
+
+    from agenix_assets.definitions import build_definitions
+    from tests.conftest import AS_OF
+
+    home = tmp_path / "home"
+    home.mkdir()
+    path = home / "warehouse.duckdb"
+    holder = hold_lock(path, seconds=120)
+    holders.append(holder)
+    defs = build_definitions(home=home, as_of=AS_OF)
+    [dbt_models] = [a for a in defs.assets if a.node_def.name == "dbt_models"]
+    result = dg.materialize(
+        [dbt_models],
+        resources={**defs.resources, "warehouse": WarehouseResource(path=str(path), lock_timeout_s=2)},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.event_specific_data.error
+    text = error.to_string() + (error.cause.to_string() if error.cause else "")
+    assert f"DuckDB warehouse {path} is still locked by another process after waiting 2 s" in text
+    assert f"PID {holder.pid}" in text
