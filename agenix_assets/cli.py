@@ -180,7 +180,10 @@ def materialize(
         if instance.event_log_storage.supports_global_concurrency_limits:
             for holder in pool_holders(instance, DUCKDB_POOL):
                 typer.echo(f"[agenix] pool {DUCKDB_POOL} is held by {holder.describe()}", err=True)
-        say = lambda line: typer.echo(f"[agenix] {line}", err=True)  # noqa: E731
+
+        def say(line: str) -> None:
+            typer.echo(f"[agenix] {line}", err=True)
+
         with PoolWatch(instance, run_id, DUCKDB_POOL, say):
             result = defs.resolve_job_def(job).execute_in_process(
                 instance=instance, raise_on_error=False, run_id=run_id, tags=host_tags()
