@@ -21,6 +21,10 @@ GATEWAY_PORT ?= 8080
 LLM_PORT ?= 8090
 SCALE ?= small
 INSTALL_STAMP := $(VENV)/.install-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-16)
+# Loading the code location reads dbt's manifest and never parses the project itself: prepare it here, again
+# whenever a file under dbt_project/ changes (`agenix prepare` re-parses only if their content hash changed).
+DBT_MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project -type f -not -path 'dbt_project/target/*' -not -path 'dbt_project/logs/*' -not -path 'dbt_project/dbt_packages/*' -not -name .user.yml)
 
 .PHONY: install system-deps demo test materialize ui clean-home
 
@@ -34,7 +38,11 @@ $(INSTALL_STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.install-*
 	@touch $@
 
-install: $(INSTALL_STAMP)
+$(DBT_MANIFEST): $(INSTALL_STAMP) $(DBT_SOURCES)
+	$(BIN)/python -m agenix_assets.cli prepare
+	@touch $@
+
+install: $(INSTALL_STAMP) $(DBT_MANIFEST)
 
 demo: install
 	$(BIN)/agenix up --scale $(SCALE) --port $(PORT) --gateway-port $(GATEWAY_PORT) --llm-port $(LLM_PORT) --chroma-port $(CHROMA_PORT)

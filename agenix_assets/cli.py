@@ -29,8 +29,11 @@ concurrency:
   pools:
     default_limit: 1
     granularity: op
+# The daemon (under `dagster dev`) fails runs that never start and frees slots that finished runs still hold;
+# runs whose process died are swept by the agenix commands (agenix_assets/runs.py).
 run_monitoring:
   enabled: true
+  free_slots_after_run_end_seconds: 30
 """
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON with --json PATH.")
@@ -60,12 +63,42 @@ def init_home(paths: AgenixPaths) -> None:
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
 
 
+def prepare_code_location() -> None:
+    """What loading the code location needs and must not do itself: dbt's manifest (parsed when missing or
+    older than the dbt project)."""
+    from .assets.transform import prepare_manifest
+
+    if prepare_manifest():
+        typer.echo("[agenix] parsed the dbt project into dbt_project/target/manifest.json")
+
+
+def sweep(instance) -> None:
+    """Fail the runs whose process died on this host and free their concurrency slots, before starting more."""
+    from .runs import sweep_dead_runs
+
+    for found in sweep_dead_runs(instance):
+        typer.echo(f"[agenix] freed the concurrency slots of {found.describe()}", err=True)
+
+
 @app.command()
 def init(home: HomeOption = None) -> None:
-    """Create the platform folder (landing zone, DAGSTER_HOME with dagster.yaml)."""
+    """Create the platform folder (landing zone, DAGSTER_HOME with dagster.yaml) and prepare the dbt manifest."""
     paths = _paths(home)
     init_home(paths)
+    prepare_code_location()
     typer.echo(f"AGENIX_HOME={paths.home}\nDAGSTER_HOME={paths.dagster_home}")
+
+
+@app.command()
+def prepare(force: Annotated[bool, typer.Option("--force", help="parse even if the manifest is current")] = False) -> None:
+    """Parse the dbt project into dbt_project/target/manifest.json, which loading the code location reads.
+
+    Run after changing anything under dbt_project/; `make install` and the agenix commands that start Dagster
+    run it when the manifest is missing or stale."""
+    from .assets.transform import prepare_manifest
+
+    parsed = prepare_manifest(force=force)
+    typer.echo("dbt manifest prepared" if parsed else "dbt manifest is current")
 
 
 @app.command("sample-data")
@@ -125,16 +158,36 @@ def materialize(
     job: Annotated[str, typer.Option(help="Job to run in this process")] = "materialize_all",
     home: HomeOption = None,
 ) -> None:
-    """Run a job in this process, recorded in DAGSTER_HOME so the UI shows the result."""
+    """Run a job in this process, recorded in DAGSTER_HOME so the UI shows the result.
+
+    Runs whose process died on this host are failed and their concurrency slots freed first; while a step
+    waits for the `duckdb` pool, the run holding it is printed with its pid and whether it is alive."""
+    import uuid
+
     paths = _paths(home)
     init_home(paths)
+    prepare_code_location()
     import dagster as dg
 
     from .definitions import build_definitions
+    from .resources.warehouse import DUCKDB_POOL
+    from .runs import PoolWatch, host_tags, pool_holders
 
     defs = build_definitions(home=paths.home)
+    run_id = str(uuid.uuid4())
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+        sweep(instance)
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            for holder in pool_holders(instance, DUCKDB_POOL):
+                typer.echo(f"[agenix] pool {DUCKDB_POOL} is held by {holder.describe()}", err=True)
+
+        def say(line: str) -> None:
+            typer.echo(f"[agenix] {line}", err=True)
+
+        with PoolWatch(instance, run_id, DUCKDB_POOL, say):
+            result = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, raise_on_error=False, run_id=run_id, tags=host_tags()
+            )
     failed = [e for e in result.all_events if e.is_step_failure]
     check_failures = [
         e.event_specific_data
@@ -157,8 +210,13 @@ def ui(
     home: HomeOption = None,
 ) -> None:
     """Start `dagster dev` (web UI and daemon: sensors and schedules) on this platform folder."""
+    import dagster as dg
+
     paths = _paths(home)
     init_home(paths)
+    prepare_code_location()
+    with dg.DagsterInstance.get() as instance:
+        sweep(instance)
     workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
     os.execv(dagster, [dagster, "dev", "-w", str(workspace), "-h", host, "-p", str(port)])
@@ -341,8 +399,13 @@ def up(
     from .core.index import ChromaServer, chroma_client
     from .processes import wait_http
 
+    import dagster as dg
+
     paths = _paths(home)
     init_home(paths)
+    prepare_code_location()
+    with dg.DagsterInstance.get() as instance:
+        sweep(instance)
     cfg = _config_dir(config_dir)
     chroma_url = f"http://127.0.0.1:{chroma_port}"
     llm_url = f"http://127.0.0.1:{llm_port}/v1"

@@ -1,8 +1,12 @@
-"""The Agenix code location: assets, checks, jobs, schedules, sensors and resources in one Definitions."""
+"""The Agenix code location: assets, checks, jobs, schedules, sensors and resources in one Definitions.
+
+Loading it builds definitions and nothing else: the graph comes from config/ and the prepared dbt manifest
+(`agenix prepare`), and every setting a run needs (AGENIX_HOME, AGENIX_AS_OF, AGENIX_CHROMA_URL, ...) is read
+by the resources when a run uses them, so one loaded location serves whatever environment runs it.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -26,17 +30,11 @@ MATERIALIZE_ALL_JOB = "materialize_all"
 NIGHTLY_SCHEDULE = "nightly_ingestion"
 
 
-def vector_store_resource(paths: AgenixPaths) -> VectorStoreResource:
-    """A Chroma server when AGENIX_CHROMA_URL is set (make demo, production), else embedded in AGENIX_HOME/chroma."""
-    url = os.environ.get("AGENIX_CHROMA_URL")
-    if url:
-        return VectorStoreResource(mode="server", url=url)
-    return VectorStoreResource(mode="embedded", path=str(paths.chroma))
-
-
 def build_definitions(config_dir: Path | None = None, home: Path | None = None, as_of: str | None = None) -> dg.Definitions:
+    """``config_dir``, ``home`` and ``as_of`` pin what would otherwise come from the environment when a run
+    uses the resources (tests pin all three)."""
     config = load_project_config(config_dir)
-    paths = AgenixPaths(Path(home).resolve()) if home else AgenixPaths.from_env()
+    paths = AgenixPaths(Path(home).resolve()) if home else None
     sources = config.sources
 
     assets = [
@@ -80,13 +78,19 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         sensors=[build_landing_sensor(ingest_jobs, [s.name for s in sources])],
         resources={
             "agenix": AgenixResource(
-                home=str(paths.home), config_dir=str(config.config_dir), as_of=as_of or os.environ.get("AGENIX_AS_OF")
+                home=str(paths.home) if paths else None,
+                config_dir=str(config.config_dir) if config_dir else None,
+                as_of=as_of,
             ),
-            "warehouse": WarehouseResource(path=str(paths.warehouse)),
+            "warehouse": WarehouseResource(path=str(paths.warehouse) if paths else None),
             "dbt": dbt_resource(),
-            "vector_store": vector_store_resource(paths),
+            "vector_store": VectorStoreResource(path=str(paths.chroma) if paths else None),
             "embedder": EmbedderResource(),
         },
+        # One step at a time in the run's own process: nearly every step writes the DuckDB file, which one
+        # process may hold at a time, so parallel step processes would only contend for its lock (and, on an
+        # instance without our dagster.yaml pool limit, fail on it). Runs still queue on the `duckdb` pool.
+        executor=dg.in_process_executor,
     )
 
 
