@@ -836,8 +836,9 @@ class Gateway:
         self.authorize(key, "chat", use_case=use_case)
         manifest = self.manifest.current
         if manifest is None or use_case not in manifest.use_cases:
-            raise ApiError(503, f"use case {use_case!r} has no release in the {self.settings.environment} deployment manifest"
-                           + (f" ({self.manifest.last_error})" if self.manifest.last_error else ""), "no_release")
+            # The manifest's error names files on the server: it is on /readyz for admin keys, not in a client's 503.
+            raise ApiError(503, f"use case {use_case!r} has no release in the {self.settings.environment} deployment "
+                           "manifest", "no_release")
         dep = manifest.use_cases[use_case]
         choice = pick_release(use_case, dep, key.key_id)
         rec.release, rec.canary, rec.prompt_version = choice.release.name, choice.canary, choice.release.prompt_version
@@ -922,7 +923,9 @@ class Gateway:
             idx, passages = await loop.run_in_executor(
                 self.pool, index.retrieve, question, release.index_version, key.allowed_domains())
         except IndexUnavailable as exc:
-            raise ApiError(503, str(exc), "index_unavailable") from exc
+            # The reason names the index folder on the server: logged (and on /readyz for admin keys), not returned.
+            log.warning("request %s: %s", rec.request_id, exc)
+            raise ApiError(503, f"use case {use_case!r} has no servable index version yet", "index_unavailable") from exc
         relevant = index.relevant(passages)
         if not relevant:
             rec.model, rec.route_reason = None, "nothing relevant retrieved -> no answer"
