@@ -1,15 +1,18 @@
 """The Agenix AI gateway: an OpenAI-compatible HTTP API in front of the approved releases of every use case.
 
 Endpoints: ``POST /v1/chat/completions`` (plain and SSE streaming, usage included), ``POST /v1/embeddings``,
-``GET /v1/models``, ``POST /v1/feedback``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus).
+``GET /v1/models``, ``POST /v1/feedback``, ``GET /healthz``, ``GET /readyz`` (details with an admin key),
+``GET /metrics`` (Prometheus) and the API docs where ``admin`` in gateway.yaml puts them.
 
-A request's way through (``Gateway.chat``): body size -> API key (hash lookup) -> JSON -> target (a use case
-or a registry model) -> role and attribute checks -> rate limits (key and team; requests and tokens) -> team
-budget -> input guardrails (PII redaction before any model sees the text, prompt injection, topics, tools) ->
-for a use case: release from the live manifest (canary sticky per key; shadow mirrored), retrieval from its
-index version filtered by the key's data domains, the versioned prompt -> routing (small/large/extractive,
-cost-aware, circuit breaker) -> backend with fallback -> output PII scan -> response with usage and, for use
-cases, the sources in the ``agenix`` extension field -> one request-log record, metrics, limit settlement, cost.
+A request's way through (``Gateway.chat``): API key (hash lookup) -> body size -> JSON checked against the
+published schema (serving/schemas.py) -> target (a use case or a registry model) -> role and attribute checks ->
+rate limits (key and team; requests and tokens) -> team budget -> input guardrails (PII redaction before any
+model sees the text, prompt injection, topics, tools) -> for a use case: release from the live manifest (canary
+sticky per key; shadow mirrored), retrieval from its index version filtered by the key's data domains, the
+versioned prompt -> routing (small/large/extractive, cost-aware, circuit breaker) -> backend with fallback ->
+output PII scan -> response with usage and, for use cases, the sources in the ``agenix`` extension field -> one
+request-log record, metrics, limit settlement, cost. Usage is the backend's count; where none exists the
+``agenix`` field and the log say ``usage_estimated``.
 
 Errors use OpenAI's JSON shape ``{"error": {"message", "type", "param", "code"}}`` and status codes 400, 401,
 403, 404, 413, 429 (with Retry-After), 502, 503. The app is single-process asyncio; CPU work (embedding,
@@ -37,16 +40,19 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from agenix_assets.core.config import ConfigError
+
 from .auth import AccessDenied, ApiKey, AuthError, KeyStore, keys_file
 from .backends import BackendError, BackendPool
 from .config import GatewayConfig, ModelSpec, Release, UseCaseSettings
 from .guardrails import GuardrailPolicy, Guardrails, GuardrailViolation
 from .limits import BudgetTracker, LimitSubject, RateLimiter
-from .logs import JsonlLog, content_for_log
+from .logs import ContentPolicy, JsonlLog, LogKeyMissing
 from .manifest import ManifestWatcher, pick_release, shadow_sampled
 from .metrics import GatewayMetrics
 from .rag import IndexUnavailable, Passage, UseCaseIndex, grounding_problem
 from .routing import NoBackendAvailable, RouteDecision, Router
+from .schemas import ChatCompletionRequest, EmbeddingRequest, FeedbackRequest, RequestInvalid, validate_request
 
 log = logging.getLogger("agenix.gateway")
 
@@ -93,13 +99,12 @@ def estimate_tokens(text: str) -> int:
 
 
 def message_text(content: Any) -> str:
+    """The text of a message's content (validated: a string, a list of content parts, or null)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    raise ApiError(400, "messages[].content must be a string or a list of content parts", "invalid_value", "messages")
+    return "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
 
 
 def parse_json(raw: bytes) -> Any:
@@ -109,25 +114,14 @@ def parse_json(raw: bytes) -> Any:
         raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
 
 
-def validate_chat_body(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object", "invalid_body")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "'model' is required and must be a string", "missing_required_parameter", "model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' is required and must be a non-empty list", "missing_required_parameter", "messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool", "developer"):
-            raise ApiError(400, f"messages[{i}] must be an object with role system, user, assistant, tool or developer",
-                           "invalid_value", f"messages[{i}].role")
-        message_text(m.get("content"))
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise ApiError(400, "'stream' must be a boolean", "invalid_type", "stream")
-    mt = body.get("max_tokens", body.get("max_completion_tokens"))
-    if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
-        raise ApiError(400, "'max_tokens' must be a positive integer", "invalid_value", "max_tokens")
+def parse_body(raw: bytes, model: type) -> dict[str, Any]:
+    """The JSON body, checked against the request model that /openapi.json publishes; 400 with OpenAI's
+    ``param`` for the first field that breaks it."""
+    body = parse_json(raw)
+    try:
+        validate_request(model, body)
+    except RequestInvalid as exc:
+        raise ApiError(400, exc.message, exc.code, exc.param) from None
     return body
 
 
@@ -171,6 +165,9 @@ class RequestRecord:
     error_code: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
+    # Where tokens_in/out come from: "backend" (its usage), "tokenizer" (its tokenizer counted the streamed text),
+    # "estimate" (~4 characters a token, or words for the extractive tier: no real count was available).
+    usage_source: str | None = None
     cost: float = 0.0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
@@ -188,8 +185,26 @@ class RequestRecord:
                    _utcnow().isoformat(timespec="milliseconds"), endpoint, **fields)
 
     def failures(self) -> str:
-        """The backends tried and why each failed, for an error message."""
-        return "; ".join(f"{f['model']}: {f['error']}" for f in self.fallbacks)
+        """The backends tried and why each failed, for the client's error message: the public reason only (the
+        backend's own error text and address stay in ``error``, for the request log)."""
+        return "; ".join(f"{f['model']}: {f.get('public', f['error'])}" for f in self.fallbacks)
+
+    def add_usage(self, spec: ModelSpec, tokens_in: int, tokens_out: int, source: str) -> None:
+        """Charge one model call; a request that tried several (an answer rejected as ungrounded, then the next
+        tier) pays for each. One estimated part makes the whole count an estimate."""
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        self.cost += spec.cost(tokens_in, tokens_out)
+        order = (None, "backend", "tokenizer", "estimate")
+        self.usage_source = max(self.usage_source, source, key=order.index)
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.tokens_in, "completion_tokens": self.tokens_out,
+                "total_tokens": self.tokens_in + self.tokens_out}
+
+    def usage_note(self) -> dict[str, Any]:
+        """For the ``agenix`` field: whether the counts are the backend's or a guess."""
+        return {"usage_source": self.usage_source, "usage_estimated": self.usage_source == "estimate"}
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -205,12 +220,18 @@ class Answer:
     tokens_out: int
     finish_reason: str = "stop"
     backend_ms: float = 0.0
+    usage_source: str = "backend"
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig, home: Path, encoder: Any = None):
         self.config = config
         self.settings = config.settings
+        # First, before anything is loaded or opened: with the 'hashed' policy and no key the gateway does not start.
+        try:
+            self.log_content = ContentPolicy.from_environment(self.settings.request_log.content)
+        except LogKeyMissing as exc:
+            raise ConfigError(f"{config.settings_path}: request_log.content: {exc}") from None
         self.home = Path(home)
         self.registry = config.registry
         self.keys = KeyStore(keys_file(self.home))
@@ -460,11 +481,13 @@ class Gateway:
 
     # ------------------------------------------------------------------ generation
 
-    def _backend_failed(self, spec: ModelSpec, exc: Exception, rec: RequestRecord) -> None:
-        """Count the failure for the circuit breaker and the metrics; the request log keeps what was tried."""
+    def _backend_failed(self, spec: ModelSpec, exc: BackendError, rec: RequestRecord) -> None:
+        """Count the failure for the circuit breaker and the metrics; the gateway log and the request log keep the
+        full error, the client gets ``exc.public`` only."""
         self.router.breaker.failure(spec.name, time.monotonic())
         self.metrics.backend_errors.labels(spec.name).inc()
-        rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300]})
+        log.warning("request %s: %s", rec.request_id, exc)
+        rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300], "public": exc.public})
 
     async def call_model(self, spec: ModelSpec, *, prompt: str | None, messages: list[dict] | None,
                          params: dict[str, Any], passages: list[Passage], question: str) -> Answer:
@@ -476,10 +499,12 @@ class Gateway:
                 [(p.document_id, p.title, p.body, p.relevance) for p in passages])
             if got is None:
                 raise _NoAnswer()
+            # No LLM ran: the answerer's word counts stand in for tokens, and say so.
             usage = got.usage or {}
             tin = int(usage.get("prompt_tokens") or estimate_tokens(question))
             tout = int(usage.get("completion_tokens") or estimate_tokens(got.text))
-            return Answer(got.text, spec, tin, tout, backend_ms=(time.perf_counter() - t0) * 1000)
+            return Answer(got.text, spec, tin, tout, backend_ms=(time.perf_counter() - t0) * 1000,
+                          usage_source="estimate")
         if spec.prompt_style == "completion":
             body = {"model": spec.upstream_name, "prompt": prompt, **params}
             data = await self.backends.post_json(spec, "/completions", body)
@@ -492,9 +517,10 @@ class Gateway:
             text = (choice.get("message") or {}).get("content") or ""
             finish = choice.get("finish_reason") or "stop"
         usage = data.get("usage") or {}
+        source = "backend" if "prompt_tokens" in usage and "completion_tokens" in usage else "estimate"
         tin = int(usage.get("prompt_tokens") or estimate_tokens(prompt or orjson.dumps(messages).decode()))
         tout = int(usage.get("completion_tokens") or estimate_tokens(text))
-        return Answer(text.strip(), spec, tin, tout, finish, (time.perf_counter() - t0) * 1000)
+        return Answer(text.strip(), spec, tin, tout, finish, (time.perf_counter() - t0) * 1000, source)
 
     def render(self, spec: ModelSpec, use_case: str, release: Release, question: str,
                passages: list[Passage], user_params: dict[str, Any]) -> tuple[str | None, list[dict] | None, dict]:
@@ -543,6 +569,7 @@ class Gateway:
             self.router.breaker.success(spec.name)
             problem = grounding_problem(ans.text, question, passages) if spec.kind == "openai" else None
             if problem is not None:
+                rec.add_usage(spec, ans.tokens_in, ans.tokens_out, ans.usage_source)  # generated, so paid for
                 # The backend works but this answer is not grounded: try the next tier, else say "I don't know".
                 rec.fallbacks.append({"model": spec.name, "error": f"ungrounded answer: {problem}"})
                 rec.guardrail_events.append({"stage": "output", "rule": "grounding", "action": "rejected",
@@ -562,10 +589,10 @@ class Gateway:
         rec = RequestRecord.start("chat")
         rid = rec.request_id
         try:
-            raw = await self.read_body(request)
+            # The key first: a client without one must not make the gateway wait for or buffer a body.
             key = self.authenticate(request)
             rec.key_id, rec.team = key.key_id, key.team
-            body = validate_chat_body(parse_json(raw))
+            body = parse_body(await self.read_body(request), ChatCompletionRequest)
             rec.requested_model = body["model"]
             rec.stream = bool(body.get("stream"))
             if body["model"] in self.settings.use_cases:
@@ -637,6 +664,7 @@ class Gateway:
             rec.backend_ms = round((time.perf_counter() - t0) * 1000, 3)
             rec.model = spec.name
             usage = data.get("usage") or {}
+            rec.usage_source = "backend" if "prompt_tokens" in usage and "completion_tokens" in usage else "estimate"
             rec.tokens_in = int(usage.get("prompt_tokens") or estimate_tokens(prompt_text))
             rec.tokens_out = int(usage.get("completion_tokens") or 0)
             rec.cost = spec.cost(rec.tokens_in, rec.tokens_out)
@@ -653,13 +681,12 @@ class Gateway:
                     msg["content"] = out.text
                     rec.guardrail_events += [e.to_dict() for e in out.events]
             data["model"] = model
-            data["usage"] = {"prompt_tokens": rec.tokens_in, "completion_tokens": rec.tokens_out,
-                             "total_tokens": rec.tokens_in + rec.tokens_out}
-            data["agenix"] = {"request_id": rec.request_id, "model": spec.name, "route": decision.reason}
+            data["usage"] = rec.usage()
+            data["agenix"] = {"request_id": rec.request_id, "model": spec.name, "route": decision.reason,
+                              **rec.usage_note()}
             self.settle(key, subjects, est, rec)
-            policy = self.settings.request_log.content
-            rec.question = content_for_log(last_user_text(gr.messages), policy)
-            rec.answer = content_for_log((choices[0].get("message") or {}).get("content") if choices else None, policy)
+            rec.question = self.log_content(last_user_text(gr.messages))
+            rec.answer = self.log_content((choices[0].get("message") or {}).get("content") if choices else None)
             self.finish(rec)
             return _json(data, request_id=rec.request_id)
         self.limiter.settle(subjects, est, 0, time.monotonic())
@@ -680,8 +707,9 @@ class Gateway:
                 continue
             path, body = direct_request(spec, messages, upstream)
             body["stream"] = True
-            if spec.prompt_style != "completion":
-                body["stream_options"] = {"include_usage": True}
+            # vLLM and llama.cpp's llama-server then end the stream with the real usage; llama-cpp-python ignores
+            # it, and _relay counts with the backend's tokenizer instead.
+            body["stream_options"] = {"include_usage": True}
             it = self.backends.stream_json(spec, path, body)
             try:
                 first = await it.__anext__()
@@ -693,15 +721,16 @@ class Gateway:
                 continue
             self.router.breaker.success(spec.name)
             rec.model, rec.route_reason = spec.name, decision.reason
-            return StreamingResponse(self._relay(key, subjects, est, spec, requested, first, it, rec, placeholders),
+            prompt = body.get("prompt") if spec.prompt_style == "completion" else None
+            return StreamingResponse(self._relay(key, subjects, est, spec, requested, first, it, rec, placeholders, prompt),
                                      media_type="text/event-stream", headers={"x-request-id": rec.request_id})
         self.limiter.settle(subjects, est, 0, time.monotonic())
         raise ApiError(502 if last else 503, f"model {requested!r}: no backend could start the stream: "
-                       f"{rec.failures()}", "backend_error")
+                       f"{rec.failures()}", "backend_error" if last else "backend_unavailable")
 
     async def _relay(self, key: ApiKey, subjects: list[LimitSubject], est: int, spec: ModelSpec, requested: str,
                      first: dict | None, it: AsyncIterator[dict], rec: RequestRecord,
-                     placeholders: Any = ()) -> AsyncIterator[bytes]:
+                     placeholders: Any = (), prompt: str | None = None) -> AsyncIterator[bytes]:
         """Backend stream -> OpenAI chat chunks. With an output PII policy, text is held back to the end of each
         sentence and scanned before it leaves (a sentence costs a little time to first token; no unscanned text
         is ever sent)."""
@@ -711,6 +740,7 @@ class Gateway:
         pending = ""
         usage: dict[str, Any] | None = None
         finish: str | None = None
+        generated = ""  # the backend's text as it came, before any output redaction: what its tokens made
 
         def chunk(text: str, fin: str | None = None) -> bytes:
             delta: dict[str, Any] = {"content": text}
@@ -741,6 +771,7 @@ class Gateway:
                     finish = ch.get("finish_reason") or finish
                     if not text:
                         continue
+                    generated += text
                     if not scan:
                         yield chunk(text)
                         continue
@@ -762,19 +793,39 @@ class Gateway:
             yield b"data: " + orjson.dumps(ApiError(400, exc.message, "guardrail_blocked", exc.rule).body()) + b"\n\n"
         except BackendError as exc:
             self.router.breaker.failure(spec.name, time.monotonic())
+            log.warning("request %s: stream broke: %s", rec.request_id, exc)
+            rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300], "public": exc.public})
             rec.status, rec.error_code = 502, "backend_error"
-            yield b"data: " + orjson.dumps(ApiError(502, f"backend failed mid-stream: {exc}", "backend_error").body()) + b"\n\n"
-        text = "".join(sent)
-        rec.tokens_in = int((usage or {}).get("prompt_tokens") or est)
-        rec.tokens_out = int((usage or {}).get("completion_tokens") or estimate_tokens(text))
+            yield b"data: " + orjson.dumps(ApiError(502, f"model {requested!r}: the backend failed mid-stream "
+                                                    f"({exc.public})", "backend_error").body()) + b"\n\n"
+        await self._count_stream(spec, rec, usage, prompt, generated, est)
         rec.cost = spec.cost(rec.tokens_in, rec.tokens_out)
         final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": requested, "choices": [],
-                 "usage": {"prompt_tokens": rec.tokens_in, "completion_tokens": rec.tokens_out,
-                           "total_tokens": rec.tokens_in + rec.tokens_out}}
+                 "usage": rec.usage(), "agenix": {"request_id": rec.request_id, **rec.usage_note()}}
         yield b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n"
+        text = "".join(sent)
         self.settle(key, subjects, est, rec)
-        rec.answer = content_for_log(text, self.settings.request_log.content)
+        rec.answer = self.log_content(text)
         self.finish(rec)
+
+    async def _count_stream(self, spec: ModelSpec, rec: RequestRecord, usage: dict[str, Any] | None,
+                            prompt: str | None, generated: str, est: int) -> None:
+        """The token counts of a finished stream: the backend's usage chunk; else, for a completion-style model
+        whose exact prompt is known, its tokenizer's counts; else an estimate, marked as one."""
+        if usage and "prompt_tokens" in usage and "completion_tokens" in usage:
+            rec.tokens_in, rec.tokens_out = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+            rec.usage_source = "backend"
+            return
+        if prompt is not None and spec.tokenize:
+            try:
+                rec.tokens_in, rec.tokens_out = await self.backends.count_tokens(spec, prompt, generated)
+                rec.usage_source = "tokenizer"
+                return
+            except BackendError as exc:  # the answer was delivered; only its count falls back to a guess
+                log.warning("request %s: counting tokens failed, estimating: %s", rec.request_id, exc)
+        rec.tokens_in = estimate_tokens(prompt) if prompt is not None else est
+        rec.tokens_out = estimate_tokens(generated) if generated else 0
+        rec.usage_source = "estimate"
 
     # ------------------------------------------------------------------ use cases (RAG)
 
@@ -785,8 +836,9 @@ class Gateway:
         self.authorize(key, "chat", use_case=use_case)
         manifest = self.manifest.current
         if manifest is None or use_case not in manifest.use_cases:
-            raise ApiError(503, f"use case {use_case!r} has no release in the {self.settings.environment} deployment manifest"
-                           + (f" ({self.manifest.last_error})" if self.manifest.last_error else ""), "no_release")
+            # The manifest's error names files on the server: it is on /readyz for admin keys, not in a client's 503.
+            raise ApiError(503, f"use case {use_case!r} has no release in the {self.settings.environment} deployment "
+                           "manifest", "no_release")
         dep = manifest.use_cases[use_case]
         choice = pick_release(use_case, dep, key.key_id)
         rec.release, rec.canary, rec.prompt_version = choice.release.name, choice.canary, choice.release.prompt_version
@@ -812,8 +864,7 @@ class Gateway:
         sources = [p.public(i + 1) for i, p in enumerate(passages)]
         rec.retrieved = [{"chunk_id": p.chunk_id, "document_id": p.document_id, "score": round(p.score, 6),
                           "relevance": round(p.relevance, 4)} for p in passages]
-        policy = self.settings.request_log.content
-        rec.question = content_for_log(question, policy)
+        rec.question = self.log_content(question)
         if dep.shadow is not None and shadow_sampled(rec.request_id, dep.shadow.sample_rate):
             self.mirror(use_case, uc, dep.shadow.release, key, question, body, rec)
         ext = {"request_id": rec.request_id, "use_case": use_case, "release": choice.release.name,
@@ -831,10 +882,10 @@ class Gateway:
             text = out.text
             rec.guardrail_events += [e.to_dict() for e in out.events]
             ext["guardrails"] = rec.guardrail_events
-        rec.answer = content_for_log(text, policy)
+        rec.answer = self.log_content(text)
         self.settle(key, subjects, est, rec)
-        usage = {"prompt_tokens": rec.tokens_in, "completion_tokens": rec.tokens_out,
-                 "total_tokens": rec.tokens_in + rec.tokens_out}
+        usage = rec.usage()
+        ext.update(rec.usage_note())
         cid, created = "chatcmpl-" + rec.request_id[4:], int(time.time())
         finish = answer.finish_reason if answer is not None else "stop"
         if rec.stream:
@@ -872,11 +923,13 @@ class Gateway:
             idx, passages = await loop.run_in_executor(
                 self.pool, index.retrieve, question, release.index_version, key.allowed_domains())
         except IndexUnavailable as exc:
-            raise ApiError(503, str(exc), "index_unavailable") from exc
+            # The reason names the index folder on the server: logged (and on /readyz for admin keys), not returned.
+            log.warning("request %s: %s", rec.request_id, exc)
+            raise ApiError(503, f"use case {use_case!r} has no servable index version yet", "index_unavailable") from exc
         relevant = index.relevant(passages)
         if not relevant:
             rec.model, rec.route_reason = None, "nothing relevant retrieved -> no answer"
-            rec.tokens_in = estimate_tokens(question)
+            rec.tokens_in, rec.usage_source = estimate_tokens(question), "estimate"  # no model read it
             return None, passages, None, idx.version
         try:
             decision = self.router.route(
@@ -894,10 +947,11 @@ class Gateway:
                                                   passages=relevant, user_params=params)
         except _NoAnswer:
             rec.model, rec.route_reason = None, decision.reason + "; no backend found an answer in the context"
+            if rec.usage_source is None:
+                rec.tokens_in, rec.usage_source = estimate_tokens(question), "estimate"
             return None, relevant, decision, idx.version
         rec.model, rec.backend_ms = ans.model.name, round(ans.backend_ms, 3)
-        rec.tokens_in, rec.tokens_out = ans.tokens_in, ans.tokens_out
-        rec.cost = ans.model.cost(ans.tokens_in, ans.tokens_out)
+        rec.add_usage(ans.model, ans.tokens_in, ans.tokens_out, ans.usage_source)
         if ans.model.name != decision.model.name:
             rec.route_reason = decision.reason + f"; fell back to {ans.model.name}"
         return ans, relevant, decision, idx.version
@@ -917,9 +971,8 @@ class Gateway:
                 ans, passages, _, version = await self.run_release(use_case, uc, release, key, question, body, rec)
                 rec.index_version = version
                 rec.retrieved = [{"chunk_id": p.chunk_id, "document_id": p.document_id, "score": round(p.score, 6)} for p in passages]
-                policy = self.settings.request_log.content
-                rec.question = content_for_log(question, policy)
-                rec.answer = content_for_log(ans.text if ans else None, policy)
+                rec.question = self.log_content(question)
+                rec.answer = self.log_content(ans.text if ans else None)
             except ApiError as exc:
                 rec.status, rec.error_code = exc.status, exc.code
             except Exception as exc:  # a shadow never affects the primary; record what went wrong
@@ -936,12 +989,9 @@ class Gateway:
         rec = RequestRecord.start("embeddings")
         rid = rec.request_id
         try:
-            raw = await self.read_body(request)
             key = self.authenticate(request)
             rec.key_id, rec.team = key.key_id, key.team
-            body = parse_json(raw)
-            if not isinstance(body, dict):
-                raise ApiError(400, "request body must be a JSON object", "invalid_body")
+            body = parse_body(await self.read_body(request), EmbeddingRequest)
             model = body.get("model")
             spec = self.registry.get(model) if isinstance(model, str) else None
             if spec is None or spec.kind != "embedding":
@@ -950,23 +1000,20 @@ class Gateway:
                                "model_not_found", "model")
             rec.model = rec.requested_model = spec.name
             self.authorize(key, "embeddings", model=spec.name)
-            inputs = body.get("input")
+            inputs = body["input"]
             if isinstance(inputs, str):
                 inputs = [inputs]
-            if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
-                raise ApiError(400, "'input' must be a string or a non-empty list of strings", "invalid_value", "input")
-            if len(inputs) > 2048:
-                raise ApiError(400, f"'input' has {len(inputs)} items; at most 2048 per request", "invalid_value", "input")
             fmt = body.get("encoding_format", "float")
-            if fmt not in ("float", "base64"):
-                raise ApiError(400, "'encoding_format' must be 'float' or 'base64'", "invalid_value", "encoding_format")
+            dim = getattr(self.encoder, "dim", None)
+            if body.get("dimensions") is not None and body["dimensions"] != dim:
+                raise ApiError(400, f"model {spec.name!r} returns {dim} dimensions and cannot shorten them; "
+                               f"omit 'dimensions' or pass {dim}", "invalid_value", "dimensions")
             est = sum(estimate_tokens(t) for t in inputs)
             subjects = self.admit(key, est)
             t0 = time.perf_counter()
-            vectors = await asyncio.get_running_loop().run_in_executor(self.pool, self._embed, inputs)
+            vectors, counted = await asyncio.get_running_loop().run_in_executor(self.pool, self._embed, inputs)
             rec.backend_ms = round((time.perf_counter() - t0) * 1000, 3)
-            rec.tokens_in = est
-            rec.cost = spec.cost(est, 0)
+            rec.add_usage(spec, est if counted is None else counted, 0, "estimate" if counted is None else "backend")
             self.settle(key, subjects, est, rec)
             data = []
             for i, v in enumerate(vectors):
@@ -974,17 +1021,28 @@ class Gateway:
                 data.append({"object": "embedding", "index": i, "embedding": emb})
             self.finish(rec)
             return _json({"object": "list", "data": data, "model": spec.name,
-                          "usage": {"prompt_tokens": est, "total_tokens": est}}, request_id=rid)
+                          "usage": {"prompt_tokens": rec.tokens_in, "total_tokens": rec.tokens_in},
+                          "agenix": {"request_id": rid, **rec.usage_note()}}, request_id=rid)
         except ApiError as exc:
             rec.status, rec.error_code = exc.status, exc.code
             self.finish(rec)
             return exc.response(rid)
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
+    def _embed(self, texts: list[str]) -> tuple[np.ndarray, int | None]:
+        """The vectors and the tokens the embedder read (its tokenizer, truncated to its maximum sequence length
+        as the model truncates), or None when the encoder exposes no tokenizer."""
         enc = self.encoder
         if hasattr(enc, "encode"):
-            return np.asarray(enc.encode(texts), dtype=np.float32)
-        return np.stack([enc.encode_query(t) for t in texts]).astype(np.float32)
+            vectors = np.asarray(enc.encode(texts), dtype=np.float32)
+        else:
+            vectors = np.stack([enc.encode_query(t) for t in texts]).astype(np.float32)
+        model = getattr(enc, "model", None)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            return vectors, None
+        limit = getattr(model, "max_seq_length", None)
+        ids = tokenizer(texts, add_special_tokens=True, truncation=limit is not None, max_length=limit)["input_ids"]
+        return vectors, sum(len(i) for i in ids)
 
     def _visible_models(self, key: ApiKey) -> list[dict[str, Any]]:
         created = int(self.started_at)
@@ -1018,11 +1076,9 @@ class Gateway:
 
     async def feedback(self, request: Request) -> Response:
         try:
-            raw = await self.read_body(request)
             key = self.authenticate(request)
             self.authorize(key, "feedback")
-            body = parse_json(raw)
-            fb = _validate_feedback(body)
+            fb = parse_body(await self.read_body(request), FeedbackRequest)
             owner = self.recent.get(fb["request_id"])
             if owner is None or owner[1] != key.team:
                 raise ApiError(404, f"unknown request_id {fb['request_id']!r} (not a recent request of team {key.team!r})",
@@ -1030,12 +1086,21 @@ class Gateway:
             record = {"feedback_id": "fb_" + uuid.uuid4().hex[:20], "ts": _utcnow().isoformat(timespec="milliseconds"),
                       "key_id": key.key_id, "team": key.team, **fb}
             if "comment" in record:
-                record["comment"] = content_for_log(record["comment"], self.settings.request_log.content)
+                record["comment"] = self.log_content(record["comment"])
             self.feedback_log.append(record)
             self.metrics.feedback.labels(str(fb.get("rating", "none"))).inc()
             return _json({"id": record["feedback_id"], "object": "feedback", "request_id": fb["request_id"]})
         except ApiError as exc:
             return exc.response()
+
+    def is_admin(self, request: Request) -> bool:
+        """A valid admin key came with the request (a missing or bad key is simply not one: no 401 here)."""
+        if "authorization" not in request.headers:
+            return False
+        try:
+            return self.authenticate(request).is_admin
+        except ApiError:
+            return False
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         manifest = self.manifest.current
@@ -1087,39 +1152,92 @@ def _completion_params(upstream: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _validate_feedback(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "feedback must be a JSON object", "invalid_body")
-    allowed = {"request_id", "rating", "comment", "escalated", "answer_used"}
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ApiError(400, f"unknown feedback field(s) {unknown}; allowed: {sorted(allowed)}", "invalid_value", unknown[0])
-    rid = body.get("request_id")
-    if not isinstance(rid, str) or not rid.startswith("req_"):
-        raise ApiError(400, "'request_id' is required: the x-request-id (or agenix.request_id) of the answer", "missing_required_parameter", "request_id")
-    rating = body.get("rating")
-    if rating is not None and (not isinstance(rating, int) or isinstance(rating, bool) or not -1 <= rating <= 5):
-        raise ApiError(400, "'rating' must be an integer: 1..5 stars, or -1 (thumbs down) / 1 (thumbs up)", "invalid_value", "rating")
-    for f in ("escalated", "answer_used"):
-        if f in body and not isinstance(body[f], bool):
-            raise ApiError(400, f"'{f}' must be a boolean", "invalid_type", f)
-    comment = body.get("comment")
-    if comment is not None and (not isinstance(comment, str) or len(comment) > 4000):
-        raise ApiError(400, "'comment' must be a string of at most 4000 characters", "invalid_value", "comment")
-    if len(body) == 1:
-        raise ApiError(400, "feedback needs at least one of rating, comment, escalated, answer_used", "missing_required_parameter")
-    return {k: body[k] for k in body}
-
-
 def _utcnow():
     import datetime as dt
 
     return dt.datetime.now(dt.UTC)
 
 
+ADMIN_LISTENER_ALWAYS = frozenset({"/healthz", "/readyz"})
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+class ListenerGuard:
+    """Which socket serves what, when an admin listener is configured (``admin.port``): the endpoints set to
+    ``admin`` answer only there, and the admin listener answers nothing else but ``/healthz`` and ``/readyz``.
+    Both listeners are sockets of the same server, so a request's local port (``scope["server"]``) tells them
+    apart; every other request passes with one comparison."""
+
+    def __init__(self, app: Any, admin_port: int, admin_only: frozenset[str]):
+        self.app, self.admin_port, self.admin_only = app, admin_port, admin_only
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server")
+            on_admin = server is not None and server[1] == self.admin_port
+            path = scope["path"]
+            allowed = (path in self.admin_only or path in ADMIN_LISTENER_ALWAYS) if on_admin else path not in self.admin_only
+            if not allowed:
+                await ApiError(404, f"no route {scope['method']} {path}", "not_found").response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def admin_only_paths(admin: Any) -> frozenset[str]:
+    """The operational paths served only on the admin listener under these settings."""
+    return frozenset((["/metrics"] if admin.metrics == "admin" else []) + (list(DOCS_PATHS) if admin.docs == "admin" else []))
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document for its own routes plus the API routes (plain Starlette routes, invisible to FastAPI),
+    whose request bodies are the pydantic models that validate them (serving/schemas.py)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    from .schemas import openapi_schemas
+
+    doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                      description="OpenAI-compatible API of the Agenix AI gateway. `model` is a use case (retrieval, "
+                                  "its versioned prompt, routing) or a registry model the key may call directly.")
+    components = doc.setdefault("components", {})
+    components.setdefault("schemas", {}).update(openapi_schemas())
+    components["schemas"]["Error"] = {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
+            "message": {"type": "string"}, "type": {"type": "string"},
+            "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "description": "agx_... API key"}}
+    error = {"description": "OpenAI-shaped error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+    def operation(op_id: str, summary: str, body: str | None, codes: tuple[int, ...], **extra: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"operationId": op_id, "summary": summary, "security": [{"bearer": []}],
+                               "responses": {"200": {"description": "OK"}, **{str(c): error for c in codes}}, **extra}
+        if body:
+            out["requestBody"] = {"required": True,
+                                  "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+        return out
+
+    paths = doc.setdefault("paths", {})
+    paths["/v1/chat/completions"] = {"post": operation(
+        "createChatCompletion", "Chat completion (plain or SSE stream)", "ChatCompletionRequest",
+        (400, 401, 403, 404, 413, 429, 502, 503))}
+    paths["/v1/embeddings"] = {"post": operation(
+        "createEmbedding", "Embeddings of the platform's embedder", "EmbeddingRequest", (400, 401, 403, 404, 413, 429))}
+    paths["/v1/models"] = {"get": operation("listModels", "Use cases and models this key may call", None, (401, 403))}
+    paths["/v1/models/{model_id}"] = {"get": operation(
+        "retrieveModel", "One model this key may call", None, (401, 403, 404),
+        parameters=[{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}])}
+    paths["/v1/feedback"] = {"post": operation(
+        "createFeedback", "Feedback on a recent answer", "FeedbackRequest", (400, 401, 403, 404, 413))}
+    app.openapi_schema = doc
+    return doc
+
+
 def create_app(config_dir: Path, home: Path, environment: str | None = None, encoder: Any = None) -> FastAPI:
     config = GatewayConfig.load(Path(config_dir), environment)
     gateway = Gateway(config, Path(home), encoder=encoder)
+    admin = gateway.settings.admin
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -1129,8 +1247,11 @@ def create_app(config_dir: Path, home: Path, environment: str | None = None, enc
         finally:
             await gateway.shutdown()
 
-    app = FastAPI(title="Agenix AI gateway", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    docs = admin.docs != "off"
+    app = FastAPI(title="Agenix AI gateway", version="1", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     app.state.gateway = gateway
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
 
     # The API routes are plain Starlette routes: FastAPI's per-request dependency machinery cost ~29% of a
     # saturated gateway's CPU, and these handlers read the body themselves anyway.
@@ -1145,14 +1266,17 @@ def create_app(config_dir: Path, home: Path, environment: str | None = None, enc
         return _json({"status": "ok", "uptime_s": round(time.time() - gateway.started_at, 1)})
 
     @app.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
+        """Ready or not (200/503, ``{"ready": bool}``) for anyone, as probes need; with an admin key also why, the
+        manifest, index versions, circuits and the deny list, which describe the deployment's insides."""
         ok, body = gateway.readiness()
-        return _json(body, status=200 if ok else 503)
+        return _json(body if gateway.is_admin(request) else {"ready": ok}, status=200 if ok else 503)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        data, ctype = gateway.metrics.render(gateway)
-        return Response(data, media_type=ctype)
+    if admin.metrics != "off":
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            data, ctype = gateway.metrics.render(gateway)
+            return Response(data, media_type=ctype)
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -1162,19 +1286,45 @@ def create_app(config_dir: Path, home: Path, environment: str | None = None, enc
     async def not_allowed(request: Request, exc: Exception) -> Response:
         return ApiError(400, f"method {request.method} is not allowed on {request.url.path}", "method_not_allowed").response()
 
+    if admin.port is not None:
+        app.add_middleware(ListenerGuard, admin_port=admin.port, admin_only=admin_only_paths(admin))
     return app
+
+
+def _listening_socket(host: str, port: int) -> Any:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"admin listener {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(config_dir: Path, home: Path, host: str | None = None, port: int | None = None,
           environment: str | None = None, log_level: str = "warning") -> None:
-    """Run the gateway in this process (uvloop + httptools when installed). ``agenix gateway`` calls this."""
+    """Run the gateway in this process (uvloop + httptools when installed). ``agenix gateway`` calls this.
+
+    With ``admin.port`` set, one server listens on two sockets, the API port and the admin listener; the
+    ListenerGuard decides per request which endpoints each socket serves."""
     import uvicorn
 
     app = create_app(config_dir, home, environment)
     settings = app.state.gateway.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level,
-                access_log=False, loop="auto", http="auto", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=host or settings.host, port=port or settings.port, log_level=log_level,
+                            access_log=False, loop="auto", http="auto", timeout_graceful_shutdown=5)
+    sockets = None
+    if settings.admin.port is not None:
+        if config.port == settings.admin.port:
+            raise ConfigError(f"port {config.port} is also admin.port in gateway.yaml; choose another")
+        sockets = [config.bind_socket(), _listening_socket(settings.admin.host, settings.admin.port)]
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 __all__ = ["ApiError", "Gateway", "create_app", "estimate_tokens", "serve"]

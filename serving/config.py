@@ -7,7 +7,9 @@ every error names the file, line and key (``agenix_assets.core.config.load_yaml_
   llama.cpp's server or vLLM, the in-process extractive answerer and embedder) with its price, size class,
   quality tier, prompt style, context length and timeouts.
 * ``config/gateway/gateway.yaml``: port, body limit, per-key and per-team limits and budgets, routing rules,
-  request-log policy, and per use case its RAG settings and guardrails.
+  request-log policy, where the operational endpoints are served, and per use case its RAG settings and
+  guardrails. ``config/gateway/gateway.<environment>.yaml``, when present, overrides top-level keys of it for one
+  environment (``gateway.production.yaml``: metrics and API docs off the public port).
 * ``config/deployments/<environment>.yaml``: which release (model, prompt version, index version) serves each
   use case, with an optional canary and shadow release. Reloaded while the gateway runs (see manifest.py).
 """
@@ -19,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agenix_assets.core.config import ConfigError, Strict, load_yaml_model
 
@@ -67,6 +69,10 @@ class ModelSpec(Strict):
     connect_timeout_s: float = Field(default=2.0, gt=0)
     max_connections: int = Field(default=256, ge=1)
     fallbacks: list[str] = Field(default_factory=list)  # tried in order when this backend fails or times out
+    # Where real token counts of a stream come from when the backend's stream carries no usage: llama-cpp-python's
+    # server ignores stream_options, so its own tokenizer counts (POST /extras/tokenize/count). vLLM and llama.cpp's
+    # llama-server report usage in the stream and need nothing here.
+    tokenize: Literal["llama-cpp-python"] | None = None
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> ModelSpec:
@@ -134,7 +140,8 @@ class LimitSettings(Strict):
 
 class RequestLogSettings(Strict):
     dir: str = "logs"  # relative to AGENIX_HOME
-    # What of the request and answer text is written: the redacted text, a sha256 of it, or nothing.
+    # What of the request and answer text is written: the redacted text, an HMAC-SHA256 of it keyed with
+    # $AGENIX_LOG_HMAC_KEY (required with 'hashed'), or nothing.
     content: Literal["redacted", "hashed", "none"] = "redacted"
     flush_interval_s: float = Field(default=1.0, gt=0, le=10)
     rotate_mb: float = Field(default=64, gt=0)
@@ -173,6 +180,31 @@ class UseCaseSettings(Strict):
     guardrails: dict[str, Any] = Field(default_factory=dict)  # serving.guardrails.GuardrailPolicy
 
 
+Exposure = Literal["public", "admin", "off"]
+
+
+class AdminSettings(Strict):
+    """Where the operational endpoints are served: ``public`` on the API port, ``admin`` only on the admin
+    listener (``host``:``port``, loopback by default, for Prometheus and operators), or ``off``.
+
+    ``metrics`` is ``GET /metrics``; ``docs`` is ``/docs``, ``/redoc`` and ``/openapi.json``. Both describe the
+    service to whoever can reach them (traffic by team and model, every route), so production keeps them off the
+    public port. The admin listener also answers ``/healthz`` and ``/readyz``."""
+
+    metrics: Exposure = "public"
+    docs: Exposure = "public"
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _admin_needs_port(self) -> AdminSettings:
+        wanted = [name for name in ("metrics", "docs") if getattr(self, name) == "admin"]
+        if wanted and self.port is None:
+            raise ValueError(f"admin.port is required when {' and '.join(wanted)} {'is' if len(wanted) == 1 else 'are'} "
+                             f"served on the admin listener ('admin')")
+        return self
+
+
 class GatewaySettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -186,6 +218,13 @@ class GatewaySettings(Strict):
     request_log: RequestLogSettings = RequestLogSettings()
     direct_guardrails: dict[str, Any] = Field(default_factory=dict)  # policy for requests that name a model
     use_cases: dict[str, UseCaseSettings] = Field(default_factory=dict)
+    admin: AdminSettings = AdminSettings()
+
+    @model_validator(mode="after")
+    def _admin_port_differs(self) -> GatewaySettings:
+        if self.admin.port is not None and self.admin.port == self.port:
+            raise ValueError(f"admin.port must differ from port ({self.port}): the admin listener is a second socket")
+        return self
 
     @field_validator("use_cases")
     @classmethod
@@ -233,6 +272,32 @@ class DeploymentManifest(Strict):
 # ------------------------------------------------------------------------------------------------ loading
 
 
+class EnvironmentOverrides(Strict):
+    """``gateway.<environment>.yaml``: the top-level keys one environment sets differently. Each given key
+    replaces the base file's key as a whole (no deep merge: what runs is what the override file shows)."""
+
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    max_body_bytes: int | None = Field(default=None, ge=1024)
+    limits: LimitSettings | None = None
+    request_log: RequestLogSettings | None = None
+    admin: AdminSettings | None = None
+
+
+def apply_environment_overrides(settings: GatewaySettings, path: Path) -> GatewaySettings:
+    if not path.is_file():
+        return settings
+    overrides = load_yaml_model(path, EnvironmentOverrides)
+    merged = settings.model_dump() | overrides.model_dump(exclude_unset=True)
+    try:
+        return GatewaySettings.model_validate(merged)
+    except ValidationError as exc:  # a rule across keys of both files (admin.port equal to port)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise ConfigError(f"{path}: with gateway.yaml: {problems}") from None
+
+
+
 class GatewayConfig:
     """Everything the gateway reads from the config folder at start (the manifest is reloaded separately)."""
 
@@ -248,6 +313,10 @@ class GatewayConfig:
     def resolve(self, relative: str) -> Path:
         return self.config_dir / relative
 
+    @property
+    def settings_path(self) -> Path:
+        return self.config_dir / "gateway" / "gateway.yaml"
+
     @classmethod
     def load(cls, config_dir: Path, environment: str | None = None) -> GatewayConfig:
         config_dir = Path(config_dir)
@@ -255,6 +324,7 @@ class GatewayConfig:
         registry = load_yaml_model(config_dir / "gateway" / "models.yaml", ModelRegistry)
         if environment:
             settings = settings.model_copy(update={"environment": environment})
+        settings = apply_environment_overrides(settings, config_dir / "gateway" / f"gateway.{settings.environment}.yaml")
         for uc, s in settings.use_cases.items():
             for rel in (s.rag_config, s.prompts):
                 if not (config_dir / rel).is_file():

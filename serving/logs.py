@@ -6,12 +6,18 @@ every ``flush_interval_s`` (default 1 s) and at shutdown. A crash therefore lose
 rotate by size or age: ``<dir>/<stream>/<stream>-<UTC start>-<pid>.jsonl``; a file is never rewritten, so readers
 (the monitoring assets) may read every file but the newest one without coordination, and the newest up to its last
 complete line. The gateway never opens the DuckDB warehouse: the monitoring assets load these files.
+
+The logs hold who asked what: folders are created 0700 and files 0600, and folders and files left by an earlier
+run with looser modes are tightened when a log opens. The ``hashed`` content policy writes an HMAC-SHA256 keyed
+with ``AGENIX_LOG_HMAC_KEY`` (not a bare SHA-256, which a short question can be guessed back from by hashing
+candidates); the gateway refuses to start with that policy and no key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -24,13 +30,54 @@ import orjson
 log = logging.getLogger("agenix.gateway.logs")
 
 
-def content_for_log(text: str | None, policy: str) -> str | None:
-    """What of a (redacted) text goes into the log: the text, its sha256, or nothing."""
-    if text is None or policy == "none":
-        return None
-    if policy == "hashed":
-        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return text
+LOG_HMAC_ENV = "AGENIX_LOG_HMAC_KEY"
+MIN_HMAC_KEY_CHARS = 32
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+class LogKeyMissing(ValueError):
+    """The ``hashed`` content policy without a usable key in the environment."""
+
+
+def log_hmac_key(environ: dict[str, str] | None = None) -> bytes:
+    """The secret of the ``hashed`` policy from ``AGENIX_LOG_HMAC_KEY``. It comes from the environment (a secret
+    store in production), not from a file beside the logs it protects, and every gateway process of a deployment
+    shares it, so the same text gets the same digest everywhere."""
+    value = (os.environ if environ is None else environ).get(LOG_HMAC_ENV, "")
+    if len(value) < MIN_HMAC_KEY_CHARS:
+        state = "is not set" if not value else f"has {len(value)} characters"
+        raise LogKeyMissing(
+            f"request_log.content is 'hashed' but {LOG_HMAC_ENV} {state}; set it to a random secret of at least "
+            f"{MIN_HMAC_KEY_CHARS} characters (e.g. `openssl rand -hex 32`), or choose content 'redacted' or 'none'")
+    return value.encode()
+
+
+class ContentPolicy:
+    """What of a (redacted) text goes into the log: the text, its keyed hash, or nothing."""
+
+    def __init__(self, policy: str, key: bytes | None = None):
+        if policy == "hashed" and not key:
+            raise LogKeyMissing("the 'hashed' log policy needs a key")
+        self.policy, self._key = policy, key
+
+    @classmethod
+    def from_environment(cls, policy: str, environ: dict[str, str] | None = None) -> ContentPolicy:
+        return cls(policy, log_hmac_key(environ) if policy == "hashed" else None)
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None or self.policy == "none":
+            return None
+        if self.policy == "hashed":
+            return "hmac-sha256:" + hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()  # type: ignore[arg-type]
+        return text
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` and its missing parents created 0700; an existing ``path`` is tightened to 0700."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != DIR_MODE:
+        os.chmod(path, DIR_MODE)
+    return path
 
 
 class JsonlLog:
@@ -42,8 +89,11 @@ class JsonlLog:
         rotate_bytes: int = 64 * 2**20,
         rotate_seconds: float = 3600.0,
     ):
-        self.directory = Path(directory) / stream
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(Path(directory))
+        self.directory = private_dir(Path(directory) / stream)
+        for old in self.directory.iterdir():  # files of earlier runs, perhaps written before modes were tightened
+            if old.is_file() and old.stat().st_mode & 0o077:
+                os.chmod(old, FILE_MODE)
         self.stream = stream
         self.flush_interval_s = flush_interval_s
         self.rotate_bytes = rotate_bytes
@@ -72,7 +122,8 @@ class JsonlLog:
     def _open(self) -> None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self._path = self.directory / f"{self.stream}-{stamp}-{os.getpid()}.jsonl"
-        self._fh = open(self._path, "ab")
+        # os.open with the mode: the file is never readable by others, not even between creation and a chmod.
+        self._fh = os.fdopen(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE), "ab")
         self._opened_at = time.monotonic()
         self._size = 0
 

@@ -265,6 +265,10 @@ class LlamaCppServer:
             "--logits_all", "False",
             # Default True: pins the model in RAM, which fails or warns without CAP_IPC_LOCK / a raised ulimit.
             "--use_mlock", "False",
+            # Default True: any new request (another client's, or the gateway counting a finished stream's tokens
+            # at /extras/tokenize/count) ends the stream in progress early with [DONE], a silently cut answer. Off,
+            # requests wait their turn.
+            "--interrupt_requests", "False",
             # llama.cpp's verbose output is ~140 KB per start plus timings per request; load errors are reported
             # either way (as a Python exception).
             "--verbose", str(self.verbose),

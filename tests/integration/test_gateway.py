@@ -8,10 +8,14 @@ import json
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -35,6 +39,7 @@ class Stack:
     keys: dict[str, str]
     proc: subprocess.Popen
     log: Path
+    admin_url: str
 
     def client(self, key: str | None = "support", **kw) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=self.keys.get(key, key or "none"), max_retries=0,
@@ -99,13 +104,43 @@ def build_home(first_run, root: Path) -> tuple[Path, Path]:
     return home, config
 
 
+class LeakyBackend(BaseHTTPRequestHandler):
+    """An OpenAI-compatible backend that fails every call with an error body naming its host, port and files."""
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        host, port = self.server.server_address[:2]
+        body = json.dumps({"error": f"model worker at {host}:{port} crashed loading /srv/models/secret.gguf"}).encode()
+        self.send_response(500)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def leaky_backend():
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), LeakyBackend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture(scope="module")
 def stack(first_run, llm, tmp_path_factory):
     root = tmp_path_factory.mktemp("gateway")
     home, config = build_home(first_run, root)
     gw_yaml = config / "gateway" / "gateway.yaml"
+    admin_port = free_port()
+    # The production layout: metrics and API docs only on a loopback admin listener (the local default, metrics on
+    # the API port, is what test_backend_killed_mid_test_falls_back_or_fails_cleanly's gateway runs).
     gw_yaml.write_text(gw_yaml.read_text().replace(
-        "teams:\n", "teams:\n  tiny: {monthly_budget: 0.000000001}   # spent by the first request\n", 1))
+        "teams:\n", "teams:\n  tiny: {monthly_budget: 0.000000001}   # spent by the first request\n", 1)
+        + f"admin: {{metrics: admin, docs: admin, host: 127.0.0.1, port: {admin_port}}}\n")
     store = KeyStore(keys_file(home))
     keys = {
         "support": store.create("support", use_cases=("support-assistant",),
@@ -115,12 +150,17 @@ def stack(first_run, llm, tmp_path_factory):
         "tickets_only": store.create("support", use_cases=("support-assistant",), data_domains=("support",))[0],
         "readonly": store.create("support", roles=("readonly",), use_cases=("*",))[0],
         "tiny": store.create("tiny", models=("gemma-3-270m",))[0],
+        "admin": store.create("ops", roles=("admin",))[0],
     }
     env = {**os.environ, "AGENIX_LLM_URL": llm.base_url, "HF_HUB_OFFLINE": "1"}
     log = root / "gateway.log"
     proc, url = start_gateway(home, config, env, log)
-    yield Stack(url, home, config, keys, proc, log)
+    yield Stack(url, home, config, keys, proc, log, f"http://127.0.0.1:{admin_port}")
     stop_process(proc)
+
+
+def admin(stack) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.keys['admin']}"}
 
 
 def _wait_for_record(home: Path, request_id: str, timeout: float = 5) -> bool:
@@ -278,15 +318,40 @@ def test_known_crm_contacts_are_masked_before_any_model_sees_them(stack):
     rid = extension(resp)["request_id"]
     rec = next(r for r in stack.records(wait_for=rid) if r["request_id"] == rid)
     assert name not in rec["question"].lower() and "<PERSON_1>" in rec["question"]
-    assert httpx.get(stack.url + "/readyz").json()["pii_deny_list"]["known_people"] == len(people)
+    ready = httpx.get(stack.url + "/readyz", headers=admin(stack)).json()
+    assert ready["pii_deny_list"]["known_people"] == len(people)
 
 
-def test_metrics_and_health(stack):
+def test_readyz_says_only_ready_without_an_admin_key(stack):
     assert httpx.get(stack.url + "/healthz").json()["status"] == "ok"
-    ready = httpx.get(stack.url + "/readyz").json()
+    for headers in ({}, {"Authorization": f"Bearer {stack.keys['support']}"}, {"Authorization": "Bearer agx_nonsense"}):
+        anonymous = httpx.get(stack.url + "/readyz", headers=headers)
+        assert anonymous.status_code == 200 and anonymous.json() == {"ready": True}
+    ready = httpx.get(stack.url + "/readyz", headers=admin(stack)).json()
     assert ready["ready"] and ready["use_cases"]["support-assistant"]["index_versions"]
-    text = httpx.get(stack.url + "/metrics").text
+    assert ready["manifest"]["path"].endswith("local.yaml") and "circuits" in ready
+
+
+def test_metrics_and_docs_are_served_on_the_admin_listener_only(stack):
+    for path in ("/metrics", "/docs", "/redoc", "/openapi.json"):
+        public = httpx.get(stack.url + path)
+        assert public.status_code == 404 and public.json()["error"]["code"] == "not_found", path
+        assert httpx.get(stack.admin_url + path).status_code == 200, path
+    stack.client().embeddings.create(model="all-minilm-l6-v2", input="a request to count")
+    text = httpx.get(stack.admin_url + "/metrics").text
     assert "agenix_gateway_requests_total" in text and "agenix_gateway_request_seconds_bucket" in text
+    assert httpx.get(stack.admin_url + "/readyz").json() == {"ready": True}  # details need the key there too
+    api_on_admin = httpx.get(stack.admin_url + "/v1/models", headers=admin(stack))
+    assert api_on_admin.status_code == 404  # the admin listener serves no API
+
+
+def test_openapi_publishes_the_request_schemas_the_gateway_validates_with(stack):
+    doc = httpx.get(stack.admin_url + "/openapi.json").json()
+    body = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ChatCompletionRequest"}
+    chat = doc["components"]["schemas"]["ChatCompletionRequest"]
+    assert chat["properties"]["temperature"]["anyOf"][0]["maximum"] == 2 and chat["required"] == ["model", "messages"]
+    assert "EmbeddingRequest" in doc["components"]["schemas"] and "/v1/embeddings" in doc["paths"]
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -310,6 +375,7 @@ def test_error_cases_are_openai_shaped(stack):
     with pytest.raises(openai.BadRequestError) as e:
         stack.client().chat.completions.create(model="support-assistant", messages=[])
     assert e.value.status_code == 400 and e.value.body["param"] == "messages"
+    assert e.value.body["type"] == "invalid_request_error"
     bad_json = httpx.post(stack.url + "/v1/chat/completions", content=b"{not json",
                           headers={"Authorization": f"Bearer {stack.keys['support']}"})
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
@@ -333,6 +399,135 @@ def test_error_cases_are_openai_shaped(stack):
             model="support-assistant", messages=[{"role": "user", "content": QUESTION}],
             tools=[{"type": "function", "function": {"name": "delete_account", "parameters": {"type": "object"}}}])
     assert e.value.body["code"] == "guardrail_blocked" and e.value.body["param"] == "tool_not_allowed"
+
+
+def test_bodies_openai_refuses_get_400_naming_the_field(stack):
+    msgs = [{"role": "user", "content": QUESTION}]
+    with pytest.raises(openai.BadRequestError) as e:
+        stack.client().chat.completions.create(model="support-assistant", messages=msgs, temperature=99)
+    assert e.value.body["param"] == "temperature" and e.value.body["type"] == "invalid_request_error"
+    h = {"Authorization": f"Bearer {stack.keys['support']}"}
+    for body, param in [
+        ({"model": "support-assistant", "messages": [{"role": "user", "content": None}]}, "messages[0].content"),
+        ({"model": "support-assistant", "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"model": "gemma-3-270m", "messages": msgs, "top_p": 2}, "top_p"),
+        ({"model": "gemma-3-270m", "messages": msgs, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": "gemma-3-270m", "messages": msgs, "max_tokens": 0}, "max_tokens"),
+    ]:
+        resp = httpx.post(stack.url + "/v1/chat/completions", headers=h, json=body)
+        assert resp.status_code == 400, body
+        err = resp.json()["error"]
+        assert (err["type"], err["param"]) == ("invalid_request_error", param), err
+    emb = httpx.post(stack.url + "/v1/embeddings", headers=h, json={"model": "all-minilm-l6-v2", "input": [1, 2]})
+    assert emb.status_code == 400 and emb.json()["error"]["param"] == "input[0]"
+
+
+def _raw_request(url: str, head: str, timeout: float = 5.0) -> tuple[bytes, float]:
+    """Send request headers (and no body) over a plain socket; the response's first bytes and how long they took."""
+    host, port = url.removeprefix("http://").split(":")
+    t0 = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data, time.monotonic() - t0
+
+
+def test_a_request_without_a_valid_key_gets_401_before_its_body_is_read(stack):
+    """The body is announced (100 MB) but never sent: an answer that needed it would never come."""
+    for auth in ("Authorization: Bearer agx_0000000000_wrongwrongwrongwrongwrongwrongwrong\r\n", ""):
+        for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/feedback"):
+            head = (f"POST {path} HTTP/1.1\r\nHost: gateway\r\n{auth}Content-Type: application/json\r\n"
+                    "Content-Length: 100000000\r\n\r\n")
+            data, seconds = _raw_request(stack.url, head)
+            assert data.startswith(b"HTTP/1.1 401"), (path, data[:200])
+            assert seconds < 3, seconds
+
+
+def test_a_failing_backend_never_reaches_the_client_with_its_address_or_body(first_run, leaky_backend, tmp_path):
+    """Gemma's URL points at a backend whose 500s name its host, port and files: the client learns the kind of
+    failure, the gateway's log and the request log keep the rest."""
+    home, config = build_home(first_run, tmp_path)
+    key = KeyStore(keys_file(home)).create("support", models=("gemma-3-270m",))[0]
+    log = tmp_path / "gw.log"
+    proc, url = start_gateway(home, config, {**os.environ, "AGENIX_LLM_URL": leaky_backend + "/v1"}, log)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
+        msgs = [{"role": "user", "content": "hi"}]
+        seen = []
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(model="gemma-3-270m", messages=msgs)
+        seen.append(e.value)
+        with pytest.raises(openai.APIStatusError) as e:
+            list(client.chat.completions.create(model="gemma-3-270m", messages=msgs, stream=True))
+        seen.append(e.value)
+        port = leaky_backend.rsplit(":", 1)[1]
+        for err in seen:
+            text = err.response.text
+            assert err.status_code == 502 and err.body["code"] == "backend_error" and "HTTP 500" in err.message
+            assert port not in text and "127.0.0.1" not in text and "secret.gguf" not in text and "crashed" not in text
+        rid = seen[0].response.headers["x-request-id"]
+        assert _wait_for_record(home, rid)
+        rec = next(r for r in read_records(home / "logs", "requests") if r["request_id"] == rid)
+        assert "secret.gguf" in rec["fallbacks"][0]["error"] and port in rec["fallbacks"][0]["error"]
+        assert "secret.gguf" in log.read_text()  # and in the gateway's own log
+    finally:
+        stop_process(proc)
+
+
+def test_streamed_completion_style_answer_reports_the_backends_token_counts(stack, llm):
+    """llama-cpp-python's streams carry no usage: the gateway counts with its tokenizer, not ~4 characters a token.
+    The same greedy request unstreamed gets the backend's own usage: the counts agree."""
+    client = stack.client()
+    # A prompt Gemma continues past 12 tokens: the answer ends by length, not at a stop sequence (whose tokens
+    # the backend counts but does not send, so no count of the streamed text can include them).
+    msgs = [{"role": "user", "content": "Count from one to fifty: one, two, three,"}]
+    params = dict(model="gemma-3-270m", messages=msgs, max_tokens=12, temperature=0, seed=1)
+    plain = client.chat.completions.create(**params)
+    chunks = list(client.chat.completions.create(**params, stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    final = chunks[-1]
+    assert plain.choices[0].finish_reason == "length" and streamed.strip() == plain.choices[0].message.content
+    assert final.usage.prompt_tokens == plain.usage.prompt_tokens
+    assert final.usage.completion_tokens == plain.usage.completion_tokens == 12
+    assert final.to_dict()["agenix"]["usage_estimated"] is False
+    assert final.to_dict()["agenix"]["usage_source"] == "tokenizer"
+    assert extension(plain)["usage_source"] == "backend" and extension(plain)["usage_estimated"] is False
+    transcript = f"User: {msgs[0]['content']}\nAssistant:"
+    counted = httpx.post(llm.base_url.removesuffix("/v1") + "/extras/tokenize/count",
+                         json={"input": transcript, "model": "gemma-3-270m"}).json()["count"]
+    assert final.usage.prompt_tokens == counted
+    rid = final.to_dict()["agenix"]["request_id"]
+    rec = next(r for r in stack.records(wait_for=rid) if r["request_id"] == rid)
+    assert (rec["tokens_in"], rec["tokens_out"], rec["usage_source"]) == (counted, 12, "tokenizer")
+
+
+def test_request_logs_are_owner_only(stack):
+    stack.client().chat.completions.create(model="support-assistant", messages=[{"role": "user", "content": QUESTION}])
+    logs = stack.home / "logs"
+    deadline = time.monotonic() + 5
+    while not list((logs / "requests").glob("*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o700
+    assert stat.S_IMODE((logs / "requests").stat().st_mode) == 0o700
+    files = list((logs / "requests").glob("*.jsonl"))
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+
+
+def test_hashed_log_policy_without_a_key_stops_the_gateway_at_start(first_run, tmp_path):
+    home, config = build_home(first_run, tmp_path)
+    gw_yaml = config / "gateway" / "gateway.yaml"
+    gw_yaml.write_text(gw_yaml.read_text().replace("content: redacted", "content: hashed"))
+    env = {k: v for k, v in os.environ.items() if k != "AGENIX_LOG_HMAC_KEY"}
+    done = subprocess.run([sys.executable, "-m", "agenix_assets.cli", "gateway", "--port", str(free_port()),
+                           "--home", str(home), "--config-dir", str(config)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert "request_log.content" in done.stderr and "AGENIX_LOG_HMAC_KEY" in done.stderr
 
 
 def test_rate_limit_returns_429_with_retry_after(stack):
@@ -414,10 +609,10 @@ def test_manifest_hot_reload_and_invalid_manifest_keeps_the_previous(stack):
         manifest.write_text(original.replace("support-assistant-r1", "support-assistant-r3")
                             .replace("prompt_version: v1", "prompt_version: v77"))
         deadline = time.monotonic() + 10
-        while httpx.get(stack.url + "/readyz").json()["manifest"]["last_error"] is None:
+        while httpx.get(stack.url + "/readyz", headers=admin(stack)).json()["manifest"]["last_error"] is None:
             assert time.monotonic() < deadline, "invalid manifest not noticed"
             time.sleep(0.3)
-        assert "v77" in httpx.get(stack.url + "/readyz").json()["manifest"]["last_error"]
+        assert "v77" in httpx.get(stack.url + "/readyz", headers=admin(stack)).json()["manifest"]["last_error"]
         assert ask()["release"] == "support-assistant-r2"  # the previous manifest stays in force
     finally:
         manifest.write_text(original)
@@ -440,7 +635,7 @@ def test_live_index_is_the_newest_version_that_passed_its_gates(stack):
         ext = extension(stack.client().chat.completions.create(
             model="support-assistant", messages=[{"role": "user", "content": QUESTION}]))
         assert ext["index_version"] == 1  # v2 exists but failed its retrieval smoke test
-        ready = httpx.get(stack.url + "/readyz").json()["use_cases"]["support-assistant"]
+        ready = httpx.get(stack.url + "/readyz", headers=admin(stack)).json()["use_cases"]["support-assistant"]
         assert ready["index_versions"] == [1, 2] and ready["live_versions"] == [1]
     finally:
         shutil.rmtree(failed)
@@ -509,8 +704,11 @@ def test_backend_killed_mid_test_falls_back_or_fails_cleanly(first_run, tmp_path
             with pytest.raises(openai.APIStatusError) as e:
                 client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": "hi"}])
             statuses.append(e.value.status_code)
+            if len(statuses) == 1:  # connection refused: the client is not told where the backend lives
+                assert "connection failed" in e.value.message and str(server.port) not in e.value.response.text
         assert statuses[0] == 502 and statuses[-1] == 503  # the circuit opened after repeated failures
         assert httpx.get(url + "/healthz").status_code == 200
+        assert httpx.get(url + "/metrics").status_code == 200  # the local default: metrics on the API port
     finally:
         stop_process(proc)
         server.stop()

@@ -214,3 +214,4 @@ def test_command_line_for_the_packaged_model(tmp_path):
         "False",
     )
     assert "--chat_format" not in LlamaCppServer(tmp_path / "other.gguf", port=8090).command()
+    assert args["--interrupt_requests"] == "False"  # a second request must not cut a stream in progress short
