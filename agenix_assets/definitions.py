@@ -22,6 +22,7 @@ from .resources.platform import AgenixResource
 from .resources.vector_store import VectorStoreResource
 from .resources.warehouse import WarehouseResource
 from .sensors.landing import build_landing_sensor, ingest_job_name
+from .sensors.runs import dead_run_sweeper
 
 INGESTION_GROUPS = ("governance", "sources", "transform", "rag")
 DOWNSTREAM_OF_SOURCE = ("sources", "transform", "rag")
@@ -75,7 +76,7 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         assets=assets,
         jobs=[ingestion_job, materialize_all, *ingest_jobs],
         schedules=[nightly],
-        sensors=[build_landing_sensor(ingest_jobs, [s.name for s in sources])],
+        sensors=[build_landing_sensor(ingest_jobs, [s.name for s in sources]), dead_run_sweeper],
         resources={
             "agenix": AgenixResource(
                 home=str(paths.home) if paths else None,
