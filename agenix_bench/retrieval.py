@@ -702,7 +702,7 @@ def run_latency_benchmark(
     encoder_int8 = production_encoder(encoder)
     idx = build_indexes(data, encoder, cache_dir)
     if reranker_path is None and data.has_split("train"):
-        reranker_path = train_reranker(beir_dir, cache_dir or DEFAULT_CACHE_DIR, encoder=encoder, seed=13, log=say)
+        reranker_path = train_reranker(beir_dir, cache_dir or DEFAULT_CACHE_DIR, encoder=encoder, log=say)
     docs, pvecs = synthetic_passages(data, idx.dense.matrix, n_docs, seed)
     t0 = time.perf_counter()
     dense = NumpyDenseIndex([d.id for d in docs], pvecs, [d.metadata for d in docs], normalize=False)
