@@ -304,7 +304,7 @@ def build_rag_assets(settings: RagSettings) -> list:
             description=f"live version {live.version if live else None}: {len(stored)} vectors, {missing} chunk(s) missing, {extra} unexpected",
             metadata={"indexed": len(stored), "chunks": len(expected), "missing": missing, "unexpected": extra},
         )
-        golden = config.golden_set(rs)
+        golden_path, golden = config.smoke_test_golden_set(rs, agenix.paths.landing)
         retriever = core.load_retriever(root, version.collection, rs.retrieval, model)
         smoke = core.smoke_test(retriever, golden, rs.smoke_test.top_k)
         smoke_passed = smoke.hit_rate >= rs.smoke_test.min_hit_rate
@@ -319,6 +319,7 @@ def build_rag_assets(settings: RagSettings) -> list:
                 "hit_rate": round(smoke.hit_rate, 4),
                 "threshold": rs.smoke_test.min_hit_rate,
                 "queries": smoke.total,
+                "golden_set": str(golden_path),
                 "p50_query_ms": round(smoke.p50_ms, 2),
                 "index_version": version.version,
                 "misses": dg.MetadataValue.md(
