@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from agenix_bench.cli import bench_app
 from serving.keys_cli import keys_app  # the gateway's key management lives with the gateway
 
 from .core.config import ConfigError, load_project_config, load_yaml_model
@@ -36,7 +37,7 @@ run_monitoring:
   free_slots_after_run_end_seconds: 30
 """
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON with --json PATH.")
+# The benchmarks are their own package; its CLI module imports no benchmark until a command runs.
 app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
 
@@ -239,110 +240,6 @@ def _stop_group(proc) -> None:
             os.killpg(proc.pid, 0)
         except (subprocess.TimeoutExpired, ProcessLookupError):
             continue
-
-
-@bench_app.command("pii")
-def bench_pii(
-    scale: Annotated[str, typer.Option(help="sample company scale to generate and evaluate")] = "small",
-    seed: Annotated[int, typer.Option(help="sample seed")] = 7,
-    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
-    ood: Annotated[bool, typer.Option("--ood", help="out-of-distribution set (Faker, 12 locales, no deny list)")] = False,
-    tickets_per_locale: Annotated[int, typer.Option(help="--ood: support tickets per locale and split")] = 40,
-) -> None:
-    """Precision and recall of PII redaction: in-distribution (the sample company) or, with --ood, Faker data."""
-    from agenix_bench import pii as bench
-
-    if ood:
-        report = bench.run_ood(tickets_per_locale=tickets_per_locale, clean_per_locale=tickets_per_locale // 2,
-                               echo=typer.echo)
-    else:
-        report = bench.run_in_distribution(scale, seed, echo=typer.echo)
-    if json_path:
-        bench.write_json(report, json_path, drop=() if ood else ("misses", "false_positives"))
-    if not report["meets_targets"]:
-        raise typer.Exit(1)
-
-
-@bench_app.command("retrieval")
-def bench_retrieval(
-    beir: Annotated[Path, typer.Option("--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
-    split: Annotated[str, typer.Option("--split", help="qrels split to evaluate (train is cross-fitted)")] = "train",
-    json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="corpus embedding cache")] = None,
-) -> None:
-    """nDCG@10, Recall@10/100, MRR@10 and query latency of dense, BM25, hybrid and production retrieval."""
-    from .bench.retrieval import DEFAULT_CACHE_DIR, run_retrieval_benchmark
-
-    run_retrieval_benchmark(beir, split, json_path, cache_dir=cache_dir or DEFAULT_CACHE_DIR)
-
-
-@bench_app.command("retrieval-latency")
-def bench_retrieval_latency(
-    beir: Annotated[Path, typer.Option("--beir", help="BEIR folder used to synthesise passages")],
-    docs: Annotated[int, typer.Option("--docs", help="index size")] = 100_000,
-    queries: Annotated[int, typer.Option("--queries", help="timed queries")] = 200,
-    json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
-) -> None:
-    """Query latency p50/p95 (query embedding included) of every retrieval path on a synthetic index."""
-    from .bench.retrieval import DEFAULT_CACHE_DIR, run_latency_benchmark
-
-    run_latency_benchmark(beir, docs, queries, json_path, cache_dir=DEFAULT_CACHE_DIR)
-
-
-@bench_app.command("indexing")
-def bench_indexing(
-    scale: Annotated[str, typer.Option(help="sample company scale")] = "large",
-    json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
-    workdir: Annotated[Path | None, typer.Option(help="keep the benchmark's platform folder here")] = None,
-    raw_sample: Annotated[
-        float, typer.Option(help="fraction of the chunks (seeded random sample) the raw encode baseline encodes")
-    ] = 1.0,
-    pii_check: Annotated[
-        bool, typer.Option(help="also time the chunks' blocking PII scan (reported beside the build, not in it)")
-    ] = True,
-    compaction: Annotated[
-        bool, typer.Option(help="also time a second 1% change built as a full copy of the index (a compaction)")
-    ] = True,
-) -> None:
-    """Full index build throughput vs raw model.encode, rebuild after 1% of documents change, peak memory."""
-    from .bench.indexing import print_table, run_indexing_benchmark
-
-    result = run_indexing_benchmark(
-        scale=scale,
-        workdir=workdir,
-        json_path=json_path,
-        raw_sample=raw_sample,
-        pii_check=pii_check,
-        compaction=compaction,
-    )
-    print_table(result)
-
-
-@bench_app.command("gateway")
-def bench_gateway(
-    json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
-    requests: Annotated[int, typer.Option(help="sequential requests per target for added latency")] = 2000,
-    warmup: Annotated[int, typer.Option(help="warm-up requests per target")] = 200,
-    duration: Annotated[float, typer.Option(help="seconds of wrk per target and concurrency level")] = 10.0,
-    warmup_seconds: Annotated[float, typer.Option(help="wrk warm-up seconds")] = 2.0,
-    connections: Annotated[str, typer.Option(help="comma-separated wrk concurrency levels")] = "8,32,64",
-    litellm: Annotated[bool, typer.Option("--litellm/--no-litellm", help="measure LiteLLM proxy beside us")] = True,
-    gemma: Annotated[bool, typer.Option("--gemma/--no-gemma", help="TTFT and tokens/s to the real Gemma")] = True,
-    pin: Annotated[bool, typer.Option("--pin/--no-pin", help="gateway on its own CPU, load generator on the other")] = True,
-    setup: Annotated[bool, typer.Option("--setup/--no-setup", help="create the LiteLLM venv if missing")] = True,
-    litellm_venv: Annotated[Path | None, typer.Option(help="LiteLLM venv (default .venv-litellm)")] = None,
-    litellm_config: Annotated[Path | None, typer.Option(help="LiteLLM proxy config template")] = None,
-    workdir: Annotated[Path | None, typer.Option(help="keep configs and logs here")] = None,
-) -> None:
-    """Added latency (p50/p99, one request in flight) and max throughput of this gateway and LiteLLM proxy in front
-    of the same constant-time stub, in one run; time to first token and tokens/s to the real Gemma."""
-    from .bench.gateway import print_table, run_gateway_benchmark
-
-    kwargs = dict(requests=requests, warmup=warmup, duration_s=duration, warmup_s=warmup_seconds,
-                  connections=[int(c) for c in connections.split(",") if c.strip()], include_litellm=litellm,
-                  include_gemma=gemma, pin=pin, setup_litellm=setup, workdir=workdir, litellm_venv=litellm_venv,
-                  litellm_config=litellm_config)
-    print_table(run_gateway_benchmark(json_path, **kwargs))
 
 
 ConfigDirOption = Annotated[

@@ -326,7 +326,7 @@ def build_rag_assets(settings: RagSettings) -> list:
             {"indexed": len(stored), "chunks": len(expected), "missing": missing, "unexpected": extra,
              "index_version": version.version},
         )
-        golden = config.golden_set(rs)
+        golden_path, golden = config.smoke_test_golden_set(rs, agenix.paths.landing)
         retriever = core.load_retriever(root, version.collection, rs.retrieval, model)
         smoke = core.smoke_test(retriever, golden, rs.smoke_test.top_k)
         smoke_result = gates.GateResult(
@@ -334,7 +334,7 @@ def build_rag_assets(settings: RagSettings) -> list:
             f"{smoke.hits}/{smoke.total} golden queries found their document in the top {rs.smoke_test.top_k}"
             + (f"; first miss: {smoke.misses[0][0]} expected {smoke.misses[0][1]}" if smoke.misses else ""),
             {"hit_rate": round(smoke.hit_rate, 4), "threshold": rs.smoke_test.min_hit_rate, "queries": smoke.total,
-             "p50_query_ms": round(smoke.p50_ms, 2), "index_version": version.version},
+             "golden_set": str(golden_path), "p50_query_ms": round(smoke.p50_ms, 2), "index_version": version.version},
         )
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         own = [dataclasses.replace(r, run_id=context.run_id, evaluated_at=now) for r in (indexed, smoke_result)]

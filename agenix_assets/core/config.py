@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .paths import sample_golden_set_path
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
 OWNER_PATTERN = r"^(team:[a-z][a-z0-9_-]*|[^@\s]+@[^@\s]+\.[a-z]+)$"
 
@@ -401,8 +403,19 @@ class ProjectConfig(Strict):
                 return r
         raise KeyError(f"no RAG settings for use case '{use_case}' under {self.config_dir / 'rag'}")
 
-    def golden_set(self, settings: RagSettings) -> GoldenSet:
-        return load_yaml_model(self.config_dir / settings.smoke_test.golden_set, GoldenSet)
+    def smoke_test_golden_set(self, settings: RagSettings, landing: Path) -> tuple[Path, GoldenSet]:
+        """The golden set the retrieval smoke test asks, and its file.
+
+        config's ``smoke_test.golden_set`` is written for the documents you put in the landing zone. The generated
+        sample company is different for every seed, so it brings its own golden set (written with the data, from
+        the facts its documents state); while the landing zone holds one for this use case, that one is used.
+        """
+        generated = sample_golden_set_path(landing, settings.use_case)
+        path = generated if generated.is_file() else self.config_dir / settings.smoke_test.golden_set
+        golden = load_yaml_model(path, GoldenSet)
+        if golden.use_case != settings.use_case:
+            raise ConfigError(f"{path}: use_case: expected {settings.use_case!r}, got {golden.use_case!r}")
+        return path, golden
 
     def review_for(self, source: SourceConfig) -> PrivacyReview | None:
         for r in self.privacy_reviews:

@@ -51,7 +51,7 @@ copies); scores are unaffected. ``add`` of an existing id is silently ignored (n
 must be a non-empty dict of str/int/float/bool (or lists of them); ``None`` is rejected. Where-filters with more than
 one key need ``$and``; ``query`` adds it. Batches are capped at ``client.get_max_batch_size()`` (5461 in 1.5.9).
 
-Carry-forward speed (chromadb 1.5.9, 2 shared cores; ``benchmarks/index_copy.py`` compares the settings side by side)
+Carry-forward speed (chromadb 1.5.9, 2 shared cores; ``agenix bench index-copy`` compares the settings side by side)
 -----------------------------------------------------------------------------------------------------------------
 Copying a record into a new collection is one call into Chroma's Rust ``add``: a write-ahead-log round trip through
 SQLite, up to three SQLite statements (record, metadata rows, full-text document) and one HNSW insertion. Chroma's ``add``

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def sample_golden_set_path(landing: Path, use_case: str) -> Path:
+    """Where the sample generator writes a use case's golden set: with its other ground truth, not in config/,
+    because the sample's documents depend on its seed."""
+    return Path(landing) / "_manifest" / "golden" / f"{use_case}.yaml"
+
+
 @dataclass(frozen=True)
 class AgenixPaths:
     home: Path

@@ -1191,8 +1191,8 @@ class RetrievalConfig(BaseModel):
         """The platform default: RRF hybrid pool (dense top-100 + BM25 top-100), learned reranker, int8 query encoder.
 
         Without `reranker_path` this is plain RRF hybrid; train a `LearnedReranker` on the platform's own labelled
-        queries and point `reranker_path` at it (the SciFact-trained file under agenix_assets/bench/models/ is a
-        benchmark artefact, CC BY-NC data: not for the product).
+        queries and point `reranker_path` at it (the benchmarks train theirs on SciFact, CC BY-NC data, into a
+        cache outside the package: never the product's).
         """
         return cls(
             mode="hybrid",

@@ -10,6 +10,7 @@ import yaml
 from agenix_assets.core import gates
 from agenix_assets.core.config import RagSettings, load_yaml_model
 from agenix_assets.core.index import VectorIndexStore, chroma_client
+from agenix_assets.core.paths import sample_golden_set_path
 from agenix_assets.core.rag import INDEX_VERSION_GATES, read_gates
 from serving.rag import UseCaseIndex
 from tests.platform import Platform, asset_metadata, check_evaluations, materialized_keys
@@ -95,7 +96,7 @@ def test_a_failing_smoke_test_keeps_the_previous_version_serving_and_alive(platf
     cannot garbage-collect the version that serves. Once the smoke test passes on it, it becomes servable."""
     settings = platform.config_dir / "rag" / "support_assistant.yaml"
     settings.write_text(settings.read_text().replace("retention_versions: 3", "retention_versions: 1"))
-    golden_path = platform.config_dir / "golden" / "support_assistant.yaml"
+    golden_path = sample_golden_set_path(platform.landing, USE_CASE)  # the sample company's own golden set
     golden_text = golden_path.read_text()
     golden = yaml.safe_load(golden_text)
     golden["queries"][0]["expected_documents"] = ["manuals/no-such-document.md"]

@@ -9,6 +9,7 @@ Needs Debian's ``wrk`` (``apt-get install -y wrk``): without it the benchmark te
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agenix_assets.bench import gateway as bench
-from agenix_assets.bench.stub_backend import ANSWER, ANSWER_TOKENS, USAGE
+from agenix_bench import gateway as bench
+from agenix_bench.stub_backend import ANSWER, ANSWER_TOKENS, USAGE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 def stub(tmp_path):
     port = bench.free_port()
     log = tmp_path / "stub.log"
-    proc = bench.spawn([sys.executable, "-m", "agenix_assets.bench.stub_backend", "--port", str(port)], log, cwd=REPO)
+    proc = bench.spawn([sys.executable, "-m", "agenix_bench.stub_backend", "--port", str(port)], log, cwd=REPO)
     try:
         bench.wait_http(f"http://127.0.0.1:{port}/v1/models", proc, 30, log, "the stub backend")
         yield port
@@ -154,13 +155,16 @@ def test_litellm_config_is_complete():
     assert f"litellm=={bench.litellm_pin()}" in constraints
 
 
-def test_python_m_entry_point_help():
+def test_agenix_bench_gateway_help_lists_every_option():
     out = subprocess.run(
-        [sys.executable, "-m", "agenix_assets.bench.gateway", "--help"],
+        [sys.executable, "-m", "agenix_assets.cli", "bench", "gateway", "--help"],
         check=False,
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
     )
-    assert out.returncode == 0 and "--no-litellm" in out.stdout
+    assert out.returncode == 0, out.stderr
+    for option in ("--no-litellm", "--no-agenix", "--no-gemma", "--litellm-config", "--keep"):
+        assert option in out.stdout, option

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from agenix_assets.bench import indexing as bench
+from agenix_bench import indexing as bench
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+# llama-cpp-python[server] is a declared dependency: a missing or broken install fails here, never skips.
+import llama_cpp.server  # noqa: F401
 
 from serving.model_server import (
     DEFAULT_MODEL_ALIAS,

@@ -13,7 +13,7 @@ pipelined) byte stream itself and answers from byte strings built once at start:
 The body is never JSON-decoded: only ``"stream": true`` and ``include_usage`` are looked for in its bytes. Every
 answer costs the same whatever the request says (the model name is echoed as ``stub``). One process, one thread.
 
-``python -m agenix_assets.bench.stub_backend --port 8099`` serves in the foreground until SIGINT/SIGTERM.
+``python -m agenix_bench.stub_backend --port 8099`` serves in the foreground until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations

@@ -11,12 +11,16 @@
   Honest by construction: on ``train`` it is k-fold cross-fitted over train queries, folds grouped so that queries
   sharing a relevant document stay in one fold (each query is scored by a model that never saw it nor any query
   citing the same document); on any other split it is trained on ``qrels/train.tsv`` minus any query of the
-  evaluated split; with no train labels in the folder it falls back to the persisted model in
-  ``agenix_assets/bench/models/`` (trained on SciFact train only).
+  evaluated split; with no train labels in the folder it uses a persisted model (``fallback_reranker``, e.g. one
+  built by `train_reranker` from SciFact's train labels).
 
 Each configuration reports nDCG@10, Recall@10, Recall@100, MRR@10 and p50/p95 query latency (the full
 `Retriever.search` call, query embedding included, one query at a time). Corpus embeddings are cached under
 ``~/.cache/agenix/bench`` keyed by (model fingerprint, corpus sha256).
+
+`train_reranker` builds the production reranker from a folder's train labels into the same cache on first use.
+SciFact's labels are CC BY-NC: a model trained on them is a benchmark artefact, so none is shipped in the package
+(provenance and figures: docs/benchmarks.md).
 
 `run_latency_benchmark` measures the same paths on a synthetic 100,000-passage index.
 """
@@ -35,10 +39,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
 from agenix_assets.core.retrieval import (
     DEFAULT_MODEL_ID,
@@ -57,8 +60,6 @@ from agenix_assets.core.retrieval import (
 )
 from agenix_assets.core.sources import sha256_file
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-FALLBACK_RERANKER = MODELS_DIR / "scifact_train_reranker.json"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "agenix" / "bench"
 METRIC_KEYS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 TEXT_FORMAT = "title_text"  # BEIR: f"{title} {text}"
@@ -75,6 +76,8 @@ BASE_CONFIGS: dict[str, RetrievalConfig] = {
 PRODUCTION_CONFIG = RetrievalConfig.production(k=100)
 PRODUCTION_RERANKER: dict[str, Any] = {"kind": "ensemble", "params": {}}
 BM25_PARAMS = {"k1": 0.9, "b": 0.4}
+# Part of a cached reranker's key: bump when features or training change so stale cached models are rebuilt.
+RERANKER_RECIPE = 1
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -311,6 +314,112 @@ def _single_threaded_blas(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def production_encoder(encoder: QueryEncoder) -> QueryEncoder:
+    """The query encoder of the production configuration (int8) over the same model as `encoder`."""
+    wanted = PRODUCTION_CONFIG.query_quantization
+    if getattr(encoder, "quantize", "none") != wanted and isinstance(encoder, SentenceTransformerEncoder):
+        return SentenceTransformerEncoder(encoder.model_path, quantize=wanted)
+    return encoder
+
+
+def query_vectors(
+    data: BeirData, encoder: QueryEncoder, qids: Sequence[str], cache_dir: Path | None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Query embeddings of `qids` (cached like the corpus), by query id."""
+    vecs, info = cached_embeddings(
+        _encoder_batch(encoder),
+        [data.queries[q] for q in qids],
+        [model_fingerprint(encoder), data.queries_sha256, ",".join(qids)],
+        cache_dir,
+        "queries",
+    )
+    return dict(zip(qids, vecs, strict=True)), info
+
+
+def fit_full_reranker(
+    data: BeirData,
+    idx: Indexes,
+    pool_retriever: Retriever,
+    qvecs: dict[str, np.ndarray],
+    train_qrels: dict[str, dict[str, int]],
+    *,
+    seed: int,
+    crossfit_ndcg: float | None = None,
+    fold_scheme: str | None = None,
+) -> LearnedReranker:
+    """The production reranker trained on every query of `train_qrels`, with its provenance in ``training``."""
+    qids = sorted(train_qrels)
+    pools = candidate_pools(pool_retriever, qids, data.queries, qvecs)
+    return LearnedReranker.fit(
+        [LabelledPool(q, pools[q], train_qrels[q]) for q in qids],
+        kind=PRODUCTION_RERANKER["kind"],
+        seed=seed,
+        params=PRODUCTION_RERANKER["params"],
+        metadata={
+            "split": "train",
+            "dataset": f"BEIR {data.directory.name} (corpus sha256 {data.corpus_sha256[:16]})",
+            "pool": PRODUCTION_CONFIG.model_dump(),
+            "bm25_params": idx.meta["bm25_params"],
+            "corpus_encoder": idx.meta["model_fingerprint"],
+            "query_encoder": model_fingerprint(pool_retriever.encoder),
+            "crossfit_ndcg@10_on_train": crossfit_ndcg,
+            "fold_scheme_of_crossfit": fold_scheme,
+            "license_note": "trained on SciFact labels (CC BY-NC 2.0): benchmark artefact, not for the product",
+        },
+    )
+
+
+@_single_threaded_blas
+def train_reranker(
+    beir_dir: Path,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    *,
+    encoder: QueryEncoder | None = None,
+    seed: int = 13,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """The production reranker trained on all of ``qrels/train.tsv`` of a BEIR folder, as a JSON file under
+    ``cache_dir/rerankers/``: built on first use (corpus and query embeddings cached beside it), then reused while
+    the folder's files, the encoder and `RERANKER_RECIPE` are unchanged.
+
+    This is how the benchmarks get a SciFact-trained model without shipping one: its labels are CC BY-NC.
+    """
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    beir_dir = Path(beir_dir)
+    data = load_beir(beir_dir)
+    if not data.has_split("train"):
+        raise FileNotFoundError(f"no qrels/train.tsv under {beir_dir}: nothing to train a reranker on")
+    train_qrels = {q: r for q, r in data.qrels("train").items() if q in data.queries}
+    encoder = encoder or SentenceTransformerEncoder(num_threads=1)
+    prod_encoder = production_encoder(encoder)
+    key_parts = [
+        f"recipe={RERANKER_RECIPE}",
+        data.corpus_sha256,
+        data.queries_sha256,
+        sha256_file(beir_dir / "qrels" / "train.tsv"),
+        model_fingerprint(encoder),
+        model_fingerprint(prod_encoder),
+        json.dumps([PRODUCTION_RERANKER, PRODUCTION_CONFIG.model_dump(), BM25_PARAMS, seed], sort_keys=True),
+    ]
+    key = hashlib.sha256("\x1f".join(key_parts).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "rerankers" / f"{beir_dir.name}-train-{key}.json"
+    if path.exists():
+        return path
+    say(f"[bench] training the production reranker on {len(train_qrels)} train queries of {beir_dir} into {path}")
+    started = time.perf_counter()
+    idx = build_indexes(data, encoder, cache_dir)
+    pool_retriever = Retriever(PRODUCTION_CONFIG, encoder=prod_encoder, dense=idx.dense, bm25=idx.bm25)
+    qvecs, _ = query_vectors(data, prod_encoder, sorted(train_qrels), cache_dir)
+    model = fit_full_reranker(data, idx, pool_retriever, qvecs, train_qrels, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    model.save(tmp)
+    tmp.replace(path)  # atomic: a concurrent run never loads a half-written model
+    say(f"[bench] reranker built in {time.perf_counter() - started:.1f} s "
+        f"(corpus encoding {idx.meta['corpus_encoding']})")
+    return path
+
+
 @_single_threaded_blas
 def run_retrieval_benchmark(
     beir_dir: Path,
@@ -323,7 +432,7 @@ def run_retrieval_benchmark(
     k: int = 100,
     encoder: QueryEncoder | None = None,
     save_reranker: Path | None = None,
-    fallback_reranker: Path | None = FALLBACK_RERANKER,
+    fallback_reranker: Path | None = None,
     torch_threads: int | None = 1,
     print_table: bool = True,
     log: Callable[[str], None] | None = None,
@@ -363,21 +472,10 @@ def run_retrieval_benchmark(
     train_qrels: dict[str, dict[str, int]] = {}
     if data.has_split("train"):
         train_qrels = {q: r for q, r in data.qrels("train").items() if q in data.queries}
-    prod_encoder: QueryEncoder = encoder
-    wanted = PRODUCTION_CONFIG.query_quantization
-    if getattr(encoder, "quantize", "none") != wanted and isinstance(encoder, SentenceTransformerEncoder):
-        prod_encoder = SentenceTransformerEncoder(encoder.model_path, quantize=wanted)
+    prod_encoder = production_encoder(encoder)
     prod_meta["query_encoder"] = model_fingerprint(prod_encoder)
     pool_retriever = Retriever(PRODUCTION_CONFIG, encoder=prod_encoder, dense=idx.dense, bm25=idx.bm25)
-    qvec_ids = sorted(set(train_qrels) | set(eval_qids))
-    qvecs_arr, q_info = cached_embeddings(
-        _encoder_batch(prod_encoder),
-        [data.queries[q] for q in qvec_ids],
-        [model_fingerprint(prod_encoder), data.queries_sha256, ",".join(qvec_ids)],
-        cache_dir,
-        "queries",
-    )
-    qvecs = dict(zip(qvec_ids, qvecs_arr, strict=True))
+    qvecs, q_info = query_vectors(data, prod_encoder, sorted(set(train_qrels) | set(eval_qids)), cache_dir)
     kind, params = PRODUCTION_RERANKER["kind"], PRODUCTION_RERANKER["params"]
     prod_run: dict[str, list[str]] = {}
     prod_lat: list[float] = []
@@ -469,23 +567,15 @@ def run_retrieval_benchmark(
     say(f"[bench] production: {results['production']}")
 
     if save_reranker is not None and final_training_ids:
-        pools = candidate_pools(pool_retriever, final_training_ids, data.queries, qvecs)
-        full = LearnedReranker.fit(
-            [LabelledPool(q, pools[q], train_qrels[q]) for q in final_training_ids],
-            kind=kind,
+        full = fit_full_reranker(
+            data,
+            idx,
+            pool_retriever,
+            qvecs,
+            {q: train_qrels[q] for q in final_training_ids},
             seed=seed,
-            params=params,
-            metadata={
-                "split": "train",
-                "dataset": f"BEIR {beir_dir.name} (corpus sha256 {data.corpus_sha256[:16]})",
-                "pool": PRODUCTION_CONFIG.model_dump(),
-                "bm25_params": idx.meta["bm25_params"],
-                "corpus_encoder": idx.meta["model_fingerprint"],
-                "query_encoder": model_fingerprint(prod_encoder),
-                "crossfit_ndcg@10_on_train": results["production"]["ndcg@10"] if split == "train" else None,
-                "fold_scheme_of_crossfit": prod_meta.get("fold_scheme"),
-                "license_note": "trained on SciFact labels (CC BY-NC 2.0): benchmark artefact, not for the product",
-            },
+            crossfit_ndcg=results["production"]["ndcg@10"] if split == "train" else None,
+            fold_scheme=prod_meta.get("fold_scheme"),
         )
         full.save(save_reranker)
         prod_meta["saved_reranker"] = str(save_reranker)
@@ -592,20 +682,27 @@ def run_latency_benchmark(
     json_path: Path | None = None,
     *,
     cache_dir: Path | None = DEFAULT_CACHE_DIR,
-    reranker_path: Path | None = FALLBACK_RERANKER,
+    reranker_path: Path | None = None,
+    encoder: QueryEncoder | None = None,
     torch_threads: int | None = 1,
     seed: int = 7,
     print_table: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """p50/p95 per path on an `n_docs` synthetic index (SciFact passages + perturbed parent embeddings)."""
+    """p50/p95 per path on an `n_docs` synthetic index (SciFact passages + perturbed parent embeddings).
+
+    The reranked paths use `reranker_path`, or else a reranker trained on the folder's train labels
+    (`train_reranker`, cached); with neither they are left out.
+    """
     from threadpoolctl import threadpool_limits
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     data = load_beir(beir_dir)
-    encoder = SentenceTransformerEncoder(num_threads=torch_threads)
-    encoder_int8 = SentenceTransformerEncoder(quantize="int8")
+    encoder = encoder or SentenceTransformerEncoder(num_threads=torch_threads)
+    encoder_int8 = production_encoder(encoder)
     idx = build_indexes(data, encoder, cache_dir)
+    if reranker_path is None and data.has_split("train"):
+        reranker_path = train_reranker(beir_dir, cache_dir or DEFAULT_CACHE_DIR, encoder=encoder, log=say)
     docs, pvecs = synthetic_passages(data, idx.dense.matrix, n_docs, seed)
     t0 = time.perf_counter()
     dense = NumpyDenseIndex([d.id for d in docs], pvecs, [d.metadata for d in docs], normalize=False)
@@ -676,56 +773,3 @@ def run_latency_benchmark(
             if name != "meta":
                 print(f"{name:<32}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}{row['mean_ms']:>10.2f}")
     return results
-
-
-# --------------------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------------------
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``retrieval`` and ``retrieval-latency`` commands to a typer app (e.g. the ``agenix bench`` group)."""
-
-    @app.command("retrieval")
-    def retrieval_cmd(
-        beir: Annotated[
-            Path, typer.Option("--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
-        ],
-        split: Annotated[
-            str, typer.Option("--split", help="qrels split to evaluate (train is cross-fitted)")
-        ] = "train",
-        json_path: Annotated[Path | None, typer.Option("--json", help="write results JSON here")] = None,
-        cache_dir: Annotated[Path, typer.Option("--cache-dir", help="embedding cache")] = DEFAULT_CACHE_DIR,
-        folds: Annotated[int, typer.Option(help="cross-fitting folds when split=train")] = 5,
-        seed: Annotated[int, typer.Option(help="fold and model seed")] = 13,
-        save_reranker: Annotated[
-            Path | None, typer.Option(help="also save a reranker trained on all train queries")
-        ] = None,
-    ) -> None:
-        """Benchmark dense / BM25 / hybrid / production retrieval on a BEIR dataset."""
-        run_retrieval_benchmark(
-            beir, split, json_path, cache_dir=cache_dir, folds=folds, seed=seed, save_reranker=save_reranker
-        )
-
-    @app.command("retrieval-latency")
-    def latency_cmd(
-        beir: Annotated[Path, typer.Option("--beir", help="BEIR folder used to synthesise passages")],
-        n_docs: Annotated[int, typer.Option("--docs")] = 100_000,
-        n_queries: Annotated[int, typer.Option("--queries")] = 200,
-        json_path: Annotated[Path | None, typer.Option("--json")] = None,
-        cache_dir: Annotated[Path, typer.Option("--cache-dir")] = DEFAULT_CACHE_DIR,
-    ) -> None:
-        """Query latency (p50/p95) of every retrieval path on a synthetic index of --docs passages."""
-        run_latency_benchmark(beir, n_docs, n_queries, json_path, cache_dir=cache_dir)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m agenix_assets.bench.retrieval retrieval --beir DIR --split train --json out.json``."""
-    app = typer.Typer(no_args_is_help=True, add_completion=False)
-    register(app)
-    app(args=list(argv) if argv is not None else None)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    main()

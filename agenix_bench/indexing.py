@@ -28,7 +28,7 @@ The blocking PII check that the chunks asset runs on new chunks (``scan_chunks_f
 Memory: ``peak_rss_mb`` is the process's ru_maxrss; each stage reports the peak VmRSS seen by a sampling thread
 (every 0.2 s) while it ran.
 
-No Dagster import: the lead wires this into ``agenix bench indexing --scale large --json PATH``.
+No Dagster import; run as ``agenix bench indexing --scale large --json PATH`` (agenix_bench/cli.py).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from typing import Any
 
 from .tables import fmt
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = REPO / "dbt_project"
 USE_CASE = "support-assistant"
 # The cache table of the embeddings asset (agenix_assets.assets.rag.EMBEDDING_CACHE; not imported: that module

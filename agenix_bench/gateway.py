@@ -3,11 +3,11 @@ in the same run, plus time to first token and tokens/s through the gateway to th
 
 `run_gateway_benchmark(json_path=...)` does, on this machine:
 
-1. starts the constant-time stub backend (``agenix_assets.bench.stub_backend``: raw asyncio HTTP/1.1 on uvloop,
+1. starts the constant-time stub backend (``agenix_bench.stub_backend``: raw asyncio HTTP/1.1 on uvloop,
    a fixed ``chat.completion`` for every request), the Agenix gateway (``agenix gateway``, one process, its
    config a temp copy of ``config/`` with a model ``stub`` pointing at the stub; API-key auth, per-key and
    per-team rate limits and budgets, routing, guardrails and the JSONL request log all on, as shipped) and
-   LiteLLM's proxy (``litellm --num_workers 1`` from its own venv, ``bench/litellm/config.yaml``: master key,
+   LiteLLM's proxy (``litellm --num_workers 1`` from its own venv, ``agenix_bench/litellm/config.yaml``: master key,
    an in-memory rpm/tpm limit on the deployment, a JSONL request-log callback), each as its own process;
 2. ADDED LATENCY, one request in flight: a lean raw-socket client on one persistent keep-alive connection per
    target sends the same chat completion to the stub directly, through Agenix and through LiteLLM, in
@@ -30,10 +30,10 @@ gives each the same whole core and keeps it from stealing the load generator's. 
 those of the load side alone (wrk + stub on one core): the ceiling of what this harness can measure.
 
 Needs ``wrk`` (``apt-get install -y wrk``). LiteLLM is installed on first use into ``<repo>/.venv-litellm`` from
-``bench/litellm/requirements.txt`` + ``constraints.txt`` (``setup_litellm=True``; its pins conflict with ours,
+``agenix_bench/litellm/requirements.txt`` + ``constraints.txt`` (``setup_litellm=True``; its pins conflict with ours,
 so it never goes into the project's venv).
 
-No Dagster import: the lead wires this into ``agenix bench gateway --json PATH``.
+No Dagster import; run as ``agenix bench gateway --json PATH`` (agenix_bench/cli.py).
 """
 
 from __future__ import annotations
@@ -54,17 +54,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..processes import wait_http
+from agenix_assets.processes import wait_http
+
 from .tables import fmt
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "config"
-LITELLM_DIR = REPO / "bench" / "litellm"
+# Package data: LiteLLM's pins and proxy configs travel with the benchmark, also in an installed package.
+LITELLM_DIR = Path(__file__).resolve().parent / "litellm"
 DEFAULT_LITELLM_VENV = REPO / ".venv-litellm"
 STUB_MODEL = "stub"
 GEMMA_MODEL = "gemma-3-270m"
@@ -240,7 +242,7 @@ def chat_body(model: str = STUB_MODEL, max_tokens: int = 32, stream: bool = Fals
 
 def check_answer(target: Target, body: bytes | None = None) -> dict[str, Any]:
     """One request; raises unless the answer is a 200 chat.completion carrying the stub's sentence."""
-    from agenix_assets.bench.stub_backend import ANSWER
+    from agenix_bench.stub_backend import ANSWER
 
     body = body or chat_body()
     with KeepAliveClient(target.host, target.port) as client:
@@ -255,7 +257,7 @@ def measure_latency(
 ) -> dict[str, dict[str, Any]]:
     """Sequential requests, one in flight, on one keep-alive connection per target; targets interleaved in blocks
     of ``block`` (the order rotates each round). Returns per target the latency summary and error counts."""
-    from agenix_assets.bench.stub_backend import ANSWER
+    from agenix_bench.stub_backend import ANSWER
 
     answer = ANSWER.encode()
     body = chat_body()
@@ -547,7 +549,7 @@ def start_stub(workdir: Path, cpus: set[int] | None) -> Target:
     port = free_port()
     log_path = workdir / "logs" / "stub.log"
     proc = spawn(
-        [sys.executable, "-m", "agenix_assets.bench.stub_backend", "--port", str(port)],
+        [sys.executable, "-m", "agenix_bench.stub_backend", "--port", str(port)],
         log_path,
         env=_child_env(),
         cpus=cpus,
@@ -608,7 +610,7 @@ def prepare_agenix_config(workdir: Path, stub_port: int) -> Path:
     stub = {
         "name": STUB_MODEL,
         "kind": "openai",
-        "description": "Constant-time OpenAI-compatible stub (agenix_assets.bench.stub_backend); benchmark only.",
+        "description": "Constant-time OpenAI-compatible stub (agenix_bench.stub_backend); benchmark only.",
         "base_url": f"http://127.0.0.1:{stub_port}/v1",
         "size": "small",
         "quality_tier": 1,
@@ -722,7 +724,7 @@ def count_jsonl_records(folder: Path, pattern: str = "*.jsonl*") -> int:
 
 
 def litellm_pin() -> str:
-    """The exact version in bench/litellm/requirements.txt."""
+    """The exact version in agenix_bench/litellm/requirements.txt."""
     for line in (LITELLM_DIR / "requirements.txt").read_text().splitlines():
         m = re.match(r"^\s*litellm(?:\[[^\]]*\])?==([^\s;#]+)", line)
         if m:
@@ -807,7 +809,7 @@ def litellm_env(workdir: Path, stub: Target, master_key: str) -> dict[str, str]:
 def start_litellm(
     workdir: Path, stub: Target, venv: Path, cpus: set[int] | None, log: Log, config: Path | None = None
 ) -> Target:
-    """LiteLLM's proxy, one worker, from ``config`` (default ``bench/litellm/config.yaml``) copied beside
+    """LiteLLM's proxy, one worker, from ``config`` (default ``agenix_bench/litellm/config.yaml``) copied beside
     ``request_log.py`` into ``<workdir>/litellm``."""
     folder = workdir / "litellm"
     folder.mkdir(parents=True, exist_ok=True)
@@ -1372,48 +1374,6 @@ def print_table(result: dict[str, Any]) -> None:
     print(format_table(result))
 
 
-def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m agenix_assets.bench.gateway --json out.json`` (the same options as ``agenix bench gateway``)."""
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", dest="json_path", type=Path, default=None)
-    p.add_argument("--requests", type=int, default=2000)
-    p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--warmup-seconds", type=float, default=2.0)
-    p.add_argument("--connections", default=",".join(map(str, DEFAULT_CONNECTIONS)))
-    p.add_argument("--no-litellm", action="store_true")
-    p.add_argument("--no-agenix", action="store_true")
-    p.add_argument("--no-gemma", action="store_true")
-    p.add_argument("--no-pin", action="store_true")
-    p.add_argument("--no-setup", action="store_true", help="fail instead of installing LiteLLM's venv")
-    p.add_argument("--litellm-venv", type=Path, default=None)
-    p.add_argument("--litellm-config", type=Path, default=None, help="another LiteLLM config (variants)")
-    p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--keep", action="store_true")
-    args = p.parse_args(list(argv) if argv is not None else None)
-    result = run_gateway_benchmark(
-        args.json_path,
-        requests=args.requests,
-        warmup=args.warmup,
-        duration_s=args.duration,
-        warmup_s=args.warmup_seconds,
-        connections=[int(c) for c in args.connections.split(",") if c.strip()],
-        include_litellm=not args.no_litellm,
-        include_agenix=not args.no_agenix,
-        include_gemma=not args.no_gemma,
-        pin=not args.no_pin,
-        litellm_venv=args.litellm_venv,
-        setup_litellm=not args.no_setup,
-        litellm_config=args.litellm_config,
-        workdir=args.workdir,
-        keep=args.keep,
-    )
-    print_table(result)
-    return 0
-
-
 __all__ = [
     "KeepAliveClient",
     "build_request",
@@ -1426,7 +1386,3 @@ __all__ = [
     "run_wrk",
     "wrk_script",
 ]
-
-if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.exit(main())

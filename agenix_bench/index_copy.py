@@ -1,9 +1,9 @@
 """Micro-benchmark: carrying vectors forward between index versions, before/after settings side by side (embedded
 Chroma, synthetic vectors, no model).
 
-    .venv/bin/python benchmarks/index_copy.py                          # 20k and 100k, profiles before + after
-    .venv/bin/python benchmarks/index_copy.py --sizes 5000             # quick
-    .venv/bin/python benchmarks/index_copy.py --profiles before params after --sizes 20000
+    agenix bench index-copy                                        # 20k and 100k, profiles before + after
+    agenix bench index-copy --sizes 5000                           # quick
+    agenix bench index-copy --profiles before,params,after --sizes 20000
 
 Profiles (each N runs every profile on the same data in one process, the builds interleaved in ABBA order, so the
 ratios stay comparable on a busy machine):
@@ -24,28 +24,21 @@ numpy search, and get_all seconds. Peak RSS of the process is printed at the end
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agenix_assets.core.index import (  # noqa: E402
-    CHROMA_HNSW_DEFAULTS,
-    IndexChunk,
-    VectorIndexStore,
-    chroma_client,
-)
+from agenix_assets.core.index import CHROMA_HNSW_DEFAULTS, IndexChunk, VectorIndexStore, chroma_client
 
 DIM = 384
 DOMAINS = ["support", "billing", "hr", "engineering"]
@@ -61,6 +54,17 @@ report remote deploy staging service metric database migration policy employee m
 subscription notification settings project release review incident alert page
 """
 WORDS = _VOCABULARY.split()
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    """What every profile's builds share (the options of ``agenix bench index-copy``)."""
+
+    batch_size: int = 1000  # embed batch size passed to build_version
+    changed: float = 0.01  # fraction of chunks changed for v2
+    embed_rate: float = 50.0  # chunks/s of the real embedder, for the projected rebuild share
+    text_chars: int = 900  # characters per chunk text
+    queries: int = 200
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -94,7 +98,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def dataset(n: int, args: argparse.Namespace) -> tuple[np.ndarray, list[IndexChunk]]:
+def dataset(n: int, args: CopySettings) -> tuple[np.ndarray, list[IndexChunk]]:
     rng = np.random.default_rng(n)
     vectors = clustered(rng, n)
     bodies = texts(rng, n, args.text_chars)
@@ -148,14 +152,14 @@ class Trial:
                 rows.append(unit(np.random.default_rng(zlib.crc32(c.content_hash.encode())), 1)[0])
         return np.stack(rows)
 
-    def build_v1(self, args: argparse.Namespace) -> None:
+    def build_v1(self, args: CopySettings) -> None:
         t, c = time.perf_counter(), cpu_seconds()
         v1 = self.store.build_version("bench", self.chunks, self.embed, "random", batch_size=args.batch_size)
         self.out["v1_insert_s"] = time.perf_counter() - t
         self.out["v1_cpu_s"] = cpu_seconds() - c
         assert v1.total == self.n
 
-    def build_v2(self, args: argparse.Namespace) -> None:
+    def build_v2(self, args: CopySettings) -> None:
         step = max(1, round(1 / args.changed))
         for i in range(0, self.n, step):
             old = self.chunks[i]
@@ -171,7 +175,7 @@ class Trial:
         full = self.n / args.embed_rate + self.out["v1_insert_s"]
         self.out["rebuild_pct_of_full"] = 100.0 * (changed / args.embed_rate + self.out["v2_s"]) / full
 
-    def measure_reads(self, args: argparse.Namespace) -> None:
+    def measure_reads(self, args: CopySettings) -> None:
         store, out = self.store, self.out
         t = time.perf_counter()
         ids_all, emb_all, _, _ = store.get_all("bench")
@@ -201,7 +205,7 @@ class Trial:
         store.gc("bench", keep=1)
 
 
-def run(n: int, profiles: list[str], args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+def run(n: int, profiles: list[str], args: CopySettings, root: Path) -> list[dict[str, Any]]:
     """Every profile on the same data, phases interleaved in ABBA order (v1: A B, v2: B A) so that a change in the
     machine's load during the run does not favour one profile."""
     vectors, chunks = dataset(n, args)
@@ -256,34 +260,27 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000])
-    parser.add_argument("--profiles", nargs="+", default=["before", "after"], choices=list(PROFILES))
-    parser.add_argument("--batch-size", type=int, default=1000, help="embed batch size passed to build_version")
-    parser.add_argument("--changed", type=float, default=0.01, help="fraction of chunks changed for v2")
-    parser.add_argument("--embed-rate", type=float, default=50.0, help="chunks/s of the real embedder")
-    parser.add_argument("--text-chars", type=int, default=900, help="characters per chunk text")
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
-    parser.add_argument("--dir", type=Path, default=None, help="where to put the Chroma data (default: temp dir)")
-    args = parser.parse_args()
+def run_index_copy_benchmark(
+    sizes: Sequence[int] = (20_000, 100_000),
+    profiles: Sequence[str] = ("before", "after"),
+    settings: CopySettings = CopySettings(),
+    json_path: Path | None = None,
+    workdir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Every profile at every size (see the module docstring); prints the table and returns its rows."""
+    unknown = [p for p in profiles if p not in PROFILES]
+    if unknown:
+        raise ValueError(f"unknown profile(s) {unknown}; expected some of {list(PROFILES)}")
     rows = []
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        for n in args.sizes:
-            for res in run(n, args.profiles, args, Path(tmp)):
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for n in sizes:
+            for res in run(n, list(profiles), settings, Path(tmp)):
                 rows.append(res)
-                print(
-                    "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()),
-                    flush=True,
-                )
-    print()
-    print(table(rows))
-    print(f"peak RSS {rss_mb():.0f} MB; load average {os.getloadavg()[0]:.1f}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    main()
+                log("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
+    log("")
+    log(table(rows))
+    log(f"peak RSS {rss_mb():.0f} MB; load average {os.getloadavg()[0]:.1f}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=2))
+    return rows
