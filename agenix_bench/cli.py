@@ -5,6 +5,7 @@ Each command imports its benchmark when it runs, so loading this module (and `ag
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -33,10 +34,18 @@ def bench_pii(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
     ood: Annotated[bool, typer.Option("--ood", help="out-of-distribution set (Faker, 12 locales, no deny list)")] = False,
     tickets_per_locale: Annotated[int, typer.Option(help="--ood: support tickets per locale and split")] = 40,
+    before: Annotated[
+        str | None, typer.Option(help="--ood: score the detector of this git commit instead (prints JSON)")
+    ] = None,
 ) -> None:
     """Precision and recall of PII redaction: in-distribution (the sample company) or, with --ood, Faker data."""
     from agenix_bench import pii as bench
 
+    if before:
+        if not ood:
+            raise typer.BadParameter("--before scores the out-of-distribution set: add --ood")
+        typer.echo(json.dumps(bench.run_before(before), indent=2))
+        return
     if ood:
         report = bench.run_ood(tickets_per_locale=tickets_per_locale, clean_per_locale=tickets_per_locale // 2,
                                echo=typer.echo)

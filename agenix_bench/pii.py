@@ -584,17 +584,10 @@ def run_before(commit: str, tickets_per_locale: int = 40, clean_per_locale: int 
         sys.modules["pii_before"] = module
         spec.loader.exec_module(module)
         redactor = module.PiiRedactor()
-    out: dict[str, Any] = {"command": f"python -m agenix_bench.pii --before {commit}", "commit": commit}
+    out: dict[str, Any] = {"command": f"agenix bench pii --ood --before {commit}", "commit": commit}
     for split in ("dev", "held_out"):
         report, rate = evaluate_redactor(redactor, generate_ood(split, tickets_per_locale, clean_per_locale))
         out[split] = {"precision": report["precision"], "texts_per_second": rate,
                       "recall": {k: v["recall"] for k, v in report["per_type"].items()}}
     return out
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="OOD PII figures of the detector at an earlier commit")
-    parser.add_argument("--before", required=True, help="git commit whose agenix_assets/core/pii.py to score")
-    print(json.dumps(run_before(parser.parse_args().before), indent=2))
