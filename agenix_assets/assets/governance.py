@@ -37,6 +37,11 @@ def privacy_review_key(source_name: str) -> dg.AssetKey:
     return dg.AssetKey(["privacy_review", source_name])
 
 
+def evidence_metadata(evidence: dict) -> dict:
+    """A gate's evidence as check metadata: numbers stay numbers (the UI plots them), the rest is JSON."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in evidence.items()}
+
+
 def _check_result(finding: rules.Finding, asset_key: dg.AssetKey | None = None, check_name: str | None = None):
     return dg.AssetCheckResult(
         asset_key=asset_key,
@@ -44,7 +49,7 @@ def _check_result(finding: rules.Finding, asset_key: dg.AssetKey | None = None, 
         passed=finding.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=finding.reason,
-        metadata={k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in finding.evidence.items()},
+        metadata=evidence_metadata(finding.evidence),
     )
 
 

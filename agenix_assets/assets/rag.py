@@ -30,7 +30,7 @@ from ..resources.embedder import EmbedderResource
 from ..resources.platform import AgenixResource
 from ..resources.vector_store import VectorStoreResource
 from ..resources.warehouse import DUCKDB_POOL, WarehouseResource
-from .governance import USE_CASE_CHARTERS
+from .governance import USE_CASE_CHARTERS, evidence_metadata
 from .transform import FIELDS_ALLOWED_BY_REGISTER
 
 GROUP = "rag"
@@ -54,10 +54,10 @@ def rag_key(use_case: str, name: str) -> dg.AssetKey:
 
 
 def _check_result(result: gates.GateResult, metadata: dict | None = None) -> dg.AssetCheckResult:
-    """A gate verdict as Dagster's check result: numbers stay numbers (the UI plots them), the rest is JSON."""
-    md = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in result.evidence.items()}
+    """A gate verdict as Dagster's check result."""
     return dg.AssetCheckResult(
-        check_name=result.check, passed=result.passed, description=result.description, metadata={**md, **(metadata or {})}
+        check_name=result.check, passed=result.passed, description=result.description,
+        metadata={**evidence_metadata(result.evidence), **(metadata or {})},
     )
 
 
@@ -345,8 +345,7 @@ def build_rag_assets(settings: RagSettings) -> list:
             gates.record_evaluation(con, own, context.run_id, published=verdict["servable"])
 
         ready = [v for v in store.versions(use_case) if v.status == STATUS_READY]
-        servable = core.servable_versions(root, [v.collection for v in ready])
-        serving = next((v for v in reversed(ready) if v.collection in set(servable)), None)
+        serving = next((v for v in reversed(ready) if core.index_servable(core.read_gates(root, v.collection))), None)
         # The newest servable version outlives newer versions that failed their gates: it is what still serves.
         protect = [serving.version] if serving else []
         removed = store.gc(use_case, keep=rs.index.retention_versions, protect=protect)

@@ -515,7 +515,6 @@ def publish_chunks(
     """Record the chunks gate's verdict and, only if every check passed, publish the staging table; one
     transaction, so readers see the verdict and the data it judged together. Returns whether it published."""
     passed = all(r.passed for r in results)
-    gates.ensure_schema(con)
     con.execute("BEGIN TRANSACTION")
     try:
         if passed:
@@ -657,10 +656,6 @@ def index_servable(verdict: dict[str, Any]) -> bool:
         return False
     return all(isinstance(checks.get(n), dict) and checks[n].get("passed") is True for n in INDEX_VERSION_GATES)
 
-
-def servable_versions(root: Path, collections: Iterable[str]) -> list[str]:
-    """The given collections whose verdict file says servable, in the order given."""
-    return [c for c in collections if index_servable(read_gates(root, c))]
 
 
 def prune_artifacts(root: Path, keep_collections: Iterable[str]) -> list[str]:
