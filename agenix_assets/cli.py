@@ -47,10 +47,15 @@ HomeOption = Annotated[
 
 
 def _paths(home: Path | None) -> AgenixPaths:
+    from .sandbox import is_sandbox
+
     if home is not None:
         os.environ["AGENIX_HOME"] = str(home.resolve())
     paths = AgenixPaths.from_env()
     os.environ["AGENIX_HOME"] = str(paths.home)
+    if is_sandbox(paths.home) and not os.environ.get("AGENIX_CONFIG_DIR"):
+        # A sandbox's commands read its own config (prompts, models, manifest), never production's by default.
+        os.environ["AGENIX_CONFIG_DIR"] = str(paths.home / "config")
     return paths
 
 
@@ -165,7 +170,14 @@ def materialize(
     waits for the `duckdb` pool, the run holding it is printed with its pid and whether it is alive."""
     import uuid
 
+    from .sandbox import is_sandbox
+
     paths = _paths(home)
+    if is_sandbox(paths.home) and job == "materialize_all":
+        typer.echo(f"{paths.home} is a sandbox: it holds no landing zone or raw tables, so materializing every asset "
+                   "would rebuild its minimized tables from nothing. Materialize the evaluation assets only (--job).",
+                   err=True)
+        raise typer.Exit(1)
     init_home(paths)
     prepare_code_location()
     import dagster as dg
@@ -370,6 +382,80 @@ def up(
         for p in reversed(procs):
             _stop_group(p)
         typer.echo("[up] stopped")
+
+
+sandbox_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                          help="Sandboxes: isolated homes on minimized data for trying prompts, models and retrieval settings.")
+app.add_typer(sandbox_app, name="sandbox")
+SandboxDirOption = Annotated[
+    Path | None, typer.Option("--dir", help="folder of sandboxes (default: $AGENIX_SANDBOXES or agenix-sandboxes "
+                              "beside AGENIX_HOME)", show_default=False)
+]
+
+
+@sandbox_app.command("create")
+def sandbox_create(
+    name: Annotated[str, typer.Argument(help="3-40 characters: a-z, 0-9, '-'")],
+    from_home: Annotated[Path | None, typer.Option("--from-home", help="production's home (default: $AGENIX_HOME)",
+                                                   show_default=False)] = None,
+    directory: SandboxDirOption = None,
+    config_dir: ConfigDirOption = None,
+    environment: Annotated[str | None, typer.Option("--env", help="deployment manifest environment")] = None,
+) -> None:
+    """Copy the minimized data (cleaned and redacted tables, the live index version) and the config into a new
+    sandbox; print the environment that points every agenix command at it."""
+    from .resources.warehouse import WarehouseLockTimeout
+    from .sandbox import SandboxError, create_sandbox
+
+    home = (from_home or Path(os.environ.get("AGENIX_HOME", ".agenix"))).resolve()
+    try:
+        sandbox = create_sandbox(name, home, _config_dir(config_dir), directory, environment)
+    except (SandboxError, ConfigError, WarehouseLockTimeout) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    init_home(AgenixPaths(sandbox.root))
+    rec = sandbox.record
+    typer.echo(f"sandbox {name} created at {sandbox.root} from {rec['source_home']}")
+    for t in rec["tables"]:
+        typer.echo(f"  {t['table']:<45} {t['rows']:>8} rows")
+    for uc, info in rec["index"].items():
+        typer.echo(f"  index {uc}: {', '.join(info['collections'])} (live v{info['live_version']})")
+    typer.echo("  not copied: landing zone sources, raw and staging tables, Chroma store, Dagster history, gateway "
+               "keys and request logs")
+    typer.echo("use it with:")
+    typer.echo("export " + " ".join(f"{k}={v}" for k, v in sandbox.env().items()))
+
+
+@sandbox_app.command("list")
+def sandbox_list(
+    directory: SandboxDirOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print sandbox.json records")] = False,
+) -> None:
+    """The sandboxes in the sandboxes folder."""
+    from .sandbox import list_sandboxes
+
+    found = list_sandboxes(directory)
+    if json_out:
+        typer.echo(json.dumps([{**s.record, "path": str(s.root)} for s in found], indent=2))
+        return
+    if not found:
+        typer.echo("no sandboxes")
+    for s in found:
+        versions = "; ".join(f"{uc} v{i['live_version']}" for uc, i in s.record.get("index", {}).items())
+        typer.echo(f"{s.name:<30} {s.record.get('created_at', '?'):<26} {versions:<30} {s.root}")
+
+
+@sandbox_app.command("delete")
+def sandbox_delete(name: str, directory: SandboxDirOption = None) -> None:
+    """Remove a sandbox (only a folder that holds a sandbox.json)."""
+    from .sandbox import SandboxError, delete_sandbox
+
+    try:
+        root = delete_sandbox(name, directory)
+    except SandboxError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"deleted sandbox {name} ({root})")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agenix_assets.core.config import ConfigError, load_yaml_model
+from agenix_assets.sandbox import assert_writable
 
 from .config import DeploymentManifest, Release, UseCaseDeployment
 
@@ -42,6 +43,20 @@ def shadow_sampled(request_id: str, rate: float) -> bool:
         return True
     digest = hashlib.sha1(request_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def write_manifest(path: Path, manifest: DeploymentManifest) -> Path:
+    """Replace a deployment manifest atomically (a watcher reads the old file or the new one, never half of it).
+    From a sandbox only the sandbox's own manifest: production's raises SandboxViolation."""
+    import os
+
+    import yaml
+
+    path = assert_writable(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude_none=True), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 class ManifestWatcher:

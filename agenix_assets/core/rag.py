@@ -40,6 +40,7 @@ from .config import GoldenSet, ProjectConfig, RagSettings
 from .gates import GateResult
 from .index import IndexChunk
 from .pii import PiiRedactor
+from ..sandbox import assert_writable
 
 # Bump when the redaction or chunking code changes what it produces, so stored results are recomputed.
 PIPELINE_REVISION = "1"
@@ -208,7 +209,7 @@ def load_known_people(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def export_deny_list(path: Path, known_people: Sequence[dict[str, Any]]) -> None:
     """The CRM contacts (names, e-mails) for redactors outside Dagster: the gateway masks known people in requests
     before any model sees them, and never opens the warehouse. Private file (0600), replaced atomically."""
-    path = Path(path)
+    path = assert_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     data = {"source": "cleaned.cleaned_crm_contacts", "purpose": "PII redaction deny list",
@@ -574,7 +575,7 @@ def write_retrieval_artifacts(
 ) -> Path:
     from .retrieval import BM25Index, Document, NumpyDenseIndex
 
-    target = artifacts_dir(root, collection)
+    target = assert_writable(artifacts_dir(root, collection))
     tmp = target.with_name(target.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -633,7 +634,7 @@ def write_index_verdict(root: Path, collection: str, results: Sequence[GateResul
         "servable": all(name in checks and checks[name]["passed"] for name in INDEX_VERSION_GATES),
         "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    path = artifacts_dir(root, collection) / GATES_FILE
+    path = assert_writable(artifacts_dir(root, collection) / GATES_FILE)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(verdict, indent=2, default=str))
     tmp.replace(path)
@@ -662,6 +663,7 @@ def prune_artifacts(root: Path, keep_collections: Iterable[str]) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
+    assert_writable(root)
     keep = set(keep_collections)
     removed = []
     for folder in root.iterdir():

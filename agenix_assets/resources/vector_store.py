@@ -11,6 +11,7 @@ import dagster as dg
 
 from ..core.index import VectorIndexStore, chroma_client
 from ..core.paths import AgenixPaths
+from ..sandbox import SandboxViolation, assert_writable, is_sandbox
 
 CHROMA_URL_ENV = "AGENIX_CHROMA_URL"
 
@@ -42,11 +43,15 @@ class VectorStoreResource(dg.ConfigurableResource):
 
     def store(self) -> VectorIndexStore:
         mode = self.resolved_mode
+        if mode == "server" and is_sandbox():
+            # A Chroma server may be production's (`agenix up` shares one): a sandbox keeps its own embedded store.
+            raise SandboxViolation(self.location, AgenixPaths.from_env().home,
+                                   "a Chroma server; a sandbox uses its embedded store: unset AGENIX_CHROMA_URL")
         if mode == "server":
             parsed = urlparse(self.server_url or "http://127.0.0.1:8000")
             client = chroma_client("server", host=parsed.hostname or "127.0.0.1", port=parsed.port or 8000)
         elif mode == "embedded":
-            client = chroma_client("embedded", path=self.folder)
+            client = chroma_client("embedded", path=assert_writable(self.folder))
         else:
             raise ValueError(f"vector store mode must be 'embedded' or 'server', not {mode!r}")
         return VectorIndexStore(client, namespace=self.namespace)

@@ -26,6 +26,7 @@ import dagster as dg
 import duckdb
 
 from ..core.paths import AgenixPaths
+from ..sandbox import assert_writable
 from ..runs import record_host
 
 DUCKDB_POOL = "duckdb"
@@ -161,6 +162,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not read_only:
+            assert_writable(self.file)  # from a sandbox, never production's warehouse
         Path(self.file).parent.mkdir(parents=True, exist_ok=True)
         con = connect_waiting(self.file, read_only=read_only, timeout_s=self.lock_timeout, on_wait=self._log_wait)
         try:
@@ -172,6 +175,7 @@ class WarehouseResource(dg.ConfigurableResource):
         """Wait (bounded like ``connect``, or by ``timeout_s``) until no other process holds the file, for a
         subprocess that opens it itself (dbt-duckdb). Another process can still take the lock in between; the
         caller tells that apart with ``lock_conflict`` on the subprocess's error."""
+        assert_writable(self.file)
         Path(self.file).parent.mkdir(parents=True, exist_ok=True)
         timeout = self.lock_timeout if timeout_s is None else timeout_s
         try:
