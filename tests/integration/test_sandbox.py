@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from agenix_assets.core.config import load_yaml_model
 from agenix_assets.core.rag import prune_artifacts, read_gates, write_index_verdict, write_retrieval_artifacts
 from agenix_assets.resources.vector_store import VectorStoreResource
-from agenix_assets.resources.warehouse import WarehouseResource
+from agenix_assets.resources.warehouse import WarehouseLockTimeout, WarehouseResource
 from agenix_assets.sandbox import (
     SANDBOX_FILE,
     SandboxError,
@@ -40,6 +41,13 @@ MINIMIZED = {
     "rag_support_assistant.redacted_documents", "rag_support_assistant.chunks",
     "rag.embedding_cache", "gates.evaluations",
 }
+
+HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
 
 
 def tree_hashes(*roots: Path) -> dict[str, str]:
@@ -182,6 +190,24 @@ def test_bad_or_taken_names_and_wrong_places_are_refused_clearly(made, tmp_path)
         delete_sandbox("not-there", sandbox.root.parent)
     assert [s.name for s in list_sandboxes(sandbox.root.parent)] == ["prompt-trial"]
     assert not (production.home / "sandboxes").exists() and not list(tmp_path.iterdir())
+
+
+def test_a_warehouse_locked_by_a_production_writer_fails_clearly_naming_it_and_leaves_nothing(made, tmp_path):
+    """A running Dagster step of production holds DuckDB's write lock: create waits (bounded), then names the holder.
+    Done on a copy of production's home: the holder opens the file for writing."""
+    production, _, _ = made
+    home = tmp_path / "home"
+    shutil.copytree(production.home, home)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(home / "warehouse.duckdb")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(WarehouseLockTimeout, match=f"PID {holder.pid}"):
+            create_sandbox("while-locked", home, production.config_dir, tmp_path / "sandboxes", lock_timeout_s=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert list((tmp_path / "sandboxes").iterdir()) == []  # not even the half-made staging folder
 
 
 def test_agenix_sandbox_create_list_delete_from_the_command_line(made, tmp_path):
