@@ -445,6 +445,19 @@ def sandbox_list(
         typer.echo(f"{s.name:<30} {s.record.get('created_at', '?'):<26} {versions:<30} {s.root}")
 
 
+@sandbox_app.command("env")
+def sandbox_env(name: str, directory: SandboxDirOption = None) -> None:
+    """Print the export line that points the agenix commands at a sandbox (`eval "$(agenix sandbox env NAME)"`)."""
+    from .sandbox import SandboxError, open_sandbox
+
+    try:
+        sandbox = open_sandbox(name, directory)
+    except SandboxError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo("export " + " ".join(f"{k}={v}" for k, v in sandbox.env().items()))
+
+
 @sandbox_app.command("delete")
 def sandbox_delete(name: str, directory: SandboxDirOption = None) -> None:
     """Remove a sandbox (only a folder that holds a sandbox.json)."""

@@ -229,6 +229,7 @@ def test_agenix_sandbox_create_list_delete_from_the_command_line(made, tmp_path)
     assert again.returncode == 1 and "already exists" in again.stderr
     listed = agenix("sandbox", "list")
     assert "retrieval-k8" in listed.stdout and str(root) in listed.stdout
+    assert agenix("sandbox", "env", "retrieval-k8").stdout.startswith(f"export AGENIX_HOME={root} ")
     # Materializing every asset would rebuild the sandbox's tables from an empty landing zone: refused.
     refused = agenix("materialize", AGENIX_HOME=str(root))
     assert refused.returncode == 1 and "is a sandbox" in refused.stderr
