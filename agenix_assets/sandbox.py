@@ -258,7 +258,7 @@ def _copy_warehouse(source: Path, target: Path, use_cases: Iterable[str], lock_t
             # The latest evaluation of each gated RAG asset: what a consumer there reads (gates.require_passed).
             wanted.append(("gates", "evaluations", (
                 "evaluation_id IN (SELECT arg_max(evaluation_id, evaluated_at) FROM "
-                f"{_quote(catalog)}.gates.evaluations WHERE asset IN ({', '.join(repr(k) for k in keys)}) GROUP BY asset)"
+                f"{_quote(catalog)}.gates.evaluations WHERE asset IN ({', '.join(_sql_str(k) for k in keys)}) GROUP BY asset)"
             )))
         if not any(s == CLEANED_SCHEMA for s, _, _ in wanted):
             raise SandboxError(f"{source}: no tables in the {CLEANED_SCHEMA!r} schema; materialize production first")
