@@ -292,7 +292,8 @@ def pii_leaks(answer_text: str, detector: Any) -> list[dict[str, Any]]:
     ``PiiRedactor.from_contacts(known_people)``, and pass it for every answer). Placeholders such as ``<PERSON_1>``
     are masked values, not leaks. Each finding: ``{"type", "text", "start", "end"}``.
     """
-    return [{"type": s.type, "text": s.text, "start": s.start, "end": s.end} for s in detector.contains_pii(answer_text)]
+    spans = detector.contains_pii(answer_text)
+    return [{"type": s.type, "text": s.text, "start": s.start, "end": s.end} for s in spans]
 
 
 # ---------------------------------------------------------------- aggregation

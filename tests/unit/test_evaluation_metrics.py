@@ -182,7 +182,8 @@ def test_percentile_interpolates_linearly_between_ranks():
 def _qa(i, correct, *, tier="extractive", split="dev", phrasing="generator", answerable=True, refused=False,
         retrieved=("d1",), latency=100.0, pii=()):
     return {"id": f"q{i}", "kind": "qa", "tier": tier, "answerable": answerable, "split": split, "phrasing": phrasing,
-            "correct": correct, "refused": refused, "retrieved": list(retrieved), "relevant": ["d1"] if answerable else [],
+            "correct": correct, "refused": refused, "retrieved": list(retrieved),
+            "relevant": ["d1"] if answerable else [],
             "groundedness": 1.0 if correct else 0.5, "pii": list(pii), "latency_ms": latency, "tokens_in": 100,
             "tokens_out": 10, "cost": 0.001}
 
@@ -200,7 +201,8 @@ RESULTS = [
 
 def test_summarise_aggregates_per_call_results_into_the_report_figures():
     s = summarise(RESULTS, k=5)
-    assert (s["calls"], s["items"], s["answerable"], s["unanswerable"], s["conversations"], s["turns"]) == (7, 4, 3, 1, 2, 3)
+    counts = (s["calls"], s["items"], s["answerable"], s["unanswerable"], s["conversations"], s["turns"])
+    assert counts == (7, 4, 3, 1, 2, 3)
     assert s["accuracy"] == 0.75 and s["accuracy_answerable"] == pytest.approx(2 / 3)
     assert s["refusal_correctness"] == 1.0 and s["false_refusal_rate"] == 0.0
     assert s["accuracy_by_tier"] == {"extractive": 1.0, "small": 0.0}
