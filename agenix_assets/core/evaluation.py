@@ -22,7 +22,9 @@ Per-call result dict (the runner fills what it has; missing keys count as unknow
 ``retrieved``      document ids in rank order (as retrieved, duplicates allowed)
 ``relevant``       the item's expected documents (qa)
 ``groundedness``   :func:`groundedness` score, None when the answer had no sentence to check
-``pii``            :func:`pii_leaks` findings (list of dicts)
+``pii``            :func:`pii_leaks` findings (list of dicts; None: not checked)
+``question``       the question or user turn; ``answer``: the answer text (for the report's examples)
+``failures``       :func:`check_turn` reasons (turns); ``unsupported``: :func:`groundedness` unsupported sentences
 ``latency_ms``     end-to-end latency of the call
 ``tokens_in``      prompt tokens; ``tokens_out``: completion tokens
 ``cost``           cost of the call in the gateway's currency unit
@@ -49,6 +51,7 @@ __all__ = [
     "fact_present",
     "groundedness",
     "is_refusal",
+    "item_result",
     "ndcg_at_k",
     "normalise",
     "percentile",
@@ -57,6 +60,7 @@ __all__ = [
     "reciprocal_rank",
     "regressions",
     "summarise",
+    "turn_result",
 ]
 
 
@@ -157,8 +161,9 @@ def fact_present(answer: str, fact: str) -> bool:
 
 # Openings of a refusal in a model's own words, besides the use case's no-answer text.
 REFUSAL_OPENINGS = ("i don't know", "i do not know", "i'm not sure", "i am not sure", "i cannot answer",
-                    "i can't answer", "i could not find", "i couldn't find", "the knowledge base has nothing",
-                    "the knowledge base does not", "the context does not", "there is no information")
+                    "i can't answer", "i could not find", "i couldn't find", "i don't have", "i do not have",
+                    "i'm sorry, but i", "sorry, i", "the knowledge base has nothing", "the knowledge base does not",
+                    "the context does not", "there is no information")
 
 
 def is_refusal(text: str, no_answer_text: str) -> bool:
@@ -296,6 +301,55 @@ def pii_leaks(answer_text: str, detector: Any) -> list[dict[str, Any]]:
     return [{"type": s.type, "text": s.text, "start": s.start, "end": s.end} for s in spans]
 
 
+# ---------------------------------------------------------------- per-call results
+
+
+def item_result(item: Any, answer_text: str, no_answer_text: str, *, retrieved: Sequence[str] = (),
+                contexts: Sequence[str] = (), detector: Any = None, tier: str | None = None,
+                model: str | None = None, latency_ms: float | None = None, tokens_in: int | None = None,
+                tokens_out: int | None = None, cost: float | None = None) -> dict[str, Any]:
+    """The result dict of one golden item's answer (module docstring), every judgement made here.
+
+    ``retrieved``: document ids in rank order; ``contexts``: the passage texts the answer was generated from (for
+    :func:`groundedness`; a refusal is not scored); ``detector``: a PII redactor for :func:`pii_leaks` (None: not
+    checked, ``pii`` is None).
+    """
+    refused = is_refusal(answer_text, no_answer_text)
+    grounded = groundedness(answer_text, contexts) if contexts and not refused else None
+    return {
+        "id": item.id, "kind": "qa", "tier": tier, "model": model, "answerable": item.answerable,
+        "split": item.split, "phrasing": item.phrasing, "question": item.question, "answer": answer_text,
+        "expected_facts": list(item.expected_facts), "correct": answer_correct(item, answer_text, no_answer_text),
+        "refused": refused, "retrieved": list(retrieved), "relevant": list(item.expected_documents),
+        "groundedness": grounded.score if grounded else None,
+        "unsupported": list(grounded.unsupported) if grounded else [],
+        "pii": pii_leaks(answer_text, detector) if detector is not None else None,
+        "latency_ms": latency_ms, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost": cost,
+    }
+
+
+def turn_result(conversation_id: str, turn: int, expect: Any, user: str, answer_text: str, no_answer_text: str, *,
+                cited_documents: Sequence[str] = (), retrieved: Sequence[str] = (), contexts: Sequence[str] = (),
+                detector: Any = None, tier: str | None = None, model: str | None = None,
+                latency_ms: float | None = None, tokens_in: int | None = None, tokens_out: int | None = None,
+                cost: float | None = None) -> dict[str, Any]:
+    """The result dict of one conversation turn (module docstring), judged with :func:`check_turn`.
+
+    ``cited_documents``: the documents the answer was generated from (``must_cite``).
+    """
+    refused = is_refusal(answer_text, no_answer_text)
+    check = check_turn(expect, answer_text, cited_documents, no_answer_text)
+    grounded = groundedness(answer_text, contexts) if contexts and not refused else None
+    return {
+        "id": conversation_id, "kind": "turn", "turn": turn, "tier": tier, "model": model, "question": user,
+        "answer": answer_text, "passed": check.passed, "failures": list(check.failures), "refused": refused,
+        "retrieved": list(retrieved), "groundedness": grounded.score if grounded else None,
+        "unsupported": list(grounded.unsupported) if grounded else [],
+        "pii": pii_leaks(answer_text, detector) if detector is not None else None,
+        "latency_ms": latency_ms, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost": cost,
+    }
+
+
 # ---------------------------------------------------------------- aggregation
 
 
@@ -326,10 +380,12 @@ def summarise(results: Sequence[Mapping[str, Any]], k: int = 5) -> dict[str, Any
     * counts: ``calls``, ``items`` (qa results), ``answerable``, ``unanswerable``, ``conversations``, ``turns``;
     * ``accuracy`` (qa results that can be judged), ``accuracy_answerable``, ``refusal_correctness`` (unanswerable
       items refused), ``false_refusal_rate`` (answerable items refused);
-    * ``accuracy_by_tier`` {tier: accuracy}, ``accuracy_by_split_phrasing`` {"holdout_paraphrase": ...};
+    * ``accuracy_by_tier`` {tier: accuracy} (tier "none": nothing answered, e.g. refused before routing),
+      ``accuracy_by_split_phrasing`` {"dev_generator", "holdout_generator", "holdout_paraphrase", ...: accuracy of
+      the answerable items};
     * ``k``, ``recall_at_k``, ``mrr``, ``ndcg_at_k``: mean over qa results with relevant documents;
     * ``groundedness``: mean score over calls that have one;
-    * ``pii_leak_rate``: calls with at least one PII finding / calls;
+    * ``pii_leak_rate``: calls with at least one PII finding / calls checked for PII;
     * ``latency_p50_ms``, ``latency_p95_ms`` (:func:`percentile`), ``tokens_in_per_call``, ``tokens_out_per_call``,
       ``cost_per_call`` (means over the calls that report them);
     * ``conversation_pass_rate`` (conversations whose every turn passed), ``turn_pass_rate``.
@@ -347,6 +403,7 @@ def summarise(results: Sequence[Mapping[str, Any]], k: int = 5) -> dict[str, Any
     by_split: dict[str, list[Mapping[str, Any]]] = {}
     for r in judged:
         by_tier.setdefault(str(r.get("tier") or "none"), []).append(r)
+    for r in answerable:
         by_split.setdefault(f"{r.get('split', 'dev')}_{r.get('phrasing', 'generator')}", []).append(r)
 
     ranked = [r for r in qa if r.get("relevant")]
@@ -355,6 +412,7 @@ def summarise(results: Sequence[Mapping[str, Any]], k: int = 5) -> dict[str, Any
     for t in turns:
         conversations[t["id"]] = conversations.get(t["id"], True) and bool(t.get("passed"))
     latencies = [r["latency_ms"] for r in results if r.get("latency_ms") is not None]
+    checked_pii = [r for r in results if r.get("pii") is not None]
 
     return {
         "calls": len(results),
@@ -374,7 +432,7 @@ def summarise(results: Sequence[Mapping[str, Any]], k: int = 5) -> dict[str, Any
         "mrr": _mean(reciprocal_rank(d, r["relevant"], k) for d, r in zip(retrieved, ranked)),
         "ndcg_at_k": _mean(ndcg_at_k(d, r["relevant"], k) for d, r in zip(retrieved, ranked)),
         "groundedness": _mean(r.get("groundedness") for r in results),
-        "pii_leak_rate": _mean(bool(r.get("pii")) for r in results) if results else None,
+        "pii_leak_rate": _mean(bool(r["pii"]) for r in checked_pii) if checked_pii else None,
         "latency_p50_ms": percentile(latencies, 50) if latencies else None,
         "latency_p95_ms": percentile(latencies, 95) if latencies else None,
         "tokens_in_per_call": _mean(r.get("tokens_in") for r in results),

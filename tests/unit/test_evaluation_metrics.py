@@ -20,8 +20,10 @@ from agenix_assets.core.evaluation import (
     pii_leaks,
     recall_at_k,
     reciprocal_rank,
+    item_result,
     regressions,
     summarise,
+    turn_result,
 )
 from agenix_assets.core.golden import GoldenItem, TurnExpectation
 from agenix_assets.core.pii import PiiRedactor
@@ -168,7 +170,25 @@ def test_pii_leaks_reports_what_the_platform_detector_finds(detector: PiiRedacto
     assert pii_leaks("Please ask <PERSON_1> about it.", detector) == []  # a masked value is not a leak
 
 
-# ---------------------------------------------------------------- aggregation
+# ---------------------------------------------------------------- per-call results and aggregation
+
+
+def test_item_and_turn_results_carry_every_judgement_summarise_needs(detector: PiiRedactor):
+    item = GoldenItem(id="P-1", question="gv-4150 break-in time?", expected_facts=["6 hours"],
+                      expected_documents=["guides/gv.md"], split="holdout", phrasing="paraphrase")
+    r = item_result(item, "The run-in period of the GV-4150 is 6 hours [1].", NO_ANSWER,
+                    retrieved=["guides/gv.md", "manuals/gv.pdf"], contexts=CONTEXT[:1], detector=detector,
+                    tier="extractive", latency_ms=12.5, tokens_in=0, tokens_out=0, cost=0.0)
+    assert (r["correct"], r["refused"], r["groundedness"], r["pii"], r["relevant"]) == (
+        True, False, 1.0, [], ["guides/gv.md"])
+    t = turn_result("C-1", 1, TurnExpectation(must_include=["6 hours"], must_cite=["guides/gv.md"]),
+                    "How long is its run-in period?", NO_ANSWER, NO_ANSWER, cited_documents=[], latency_ms=8.0)
+    assert (t["passed"], t["refused"], t["pii"]) == (False, True, None)
+    assert t["failures"] == ["refused, but must answer", "missing '6 hours'", "does not cite guides/gv.md"]
+    s = summarise([r, t])
+    assert (s["accuracy_by_split_phrasing"], s["recall_at_k"], s["conversation_pass_rate"], s["pii_leak_rate"]) == (
+        {"holdout_paraphrase": 1.0}, 1.0, 0.0, 0.0)
+
 
 
 def test_percentile_interpolates_linearly_between_ranks():
@@ -206,10 +226,11 @@ def test_summarise_aggregates_per_call_results_into_the_report_figures():
     assert s["accuracy"] == 0.75 and s["accuracy_answerable"] == pytest.approx(2 / 3)
     assert s["refusal_correctness"] == 1.0 and s["false_refusal_rate"] == 0.0
     assert s["accuracy_by_tier"] == {"extractive": 1.0, "small": 0.0}
-    assert s["accuracy_by_split_phrasing"] == {"dev_generator": pytest.approx(2 / 3), "holdout_paraphrase": 1.0}
+    # answerable items only: the unanswerable one is not a "dev, generator-worded" fact
+    assert s["accuracy_by_split_phrasing"] == {"dev_generator": 0.5, "holdout_paraphrase": 1.0}
     assert s["recall_at_k"] == 1.0 and s["mrr"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert s["groundedness"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
-    assert s["pii_leak_rate"] == pytest.approx(1 / 7)
+    assert s["pii_leak_rate"] == 0.25  # of the 4 calls checked for PII (turns here were not)
     assert s["latency_p50_ms"] == 400 and s["latency_p95_ms"] == pytest.approx(670)
     assert s["tokens_in_per_call"] == 100 and s["cost_per_call"] == pytest.approx(0.001)
     assert s["conversation_pass_rate"] == 0.5 and s["turn_pass_rate"] == pytest.approx(2 / 3)
