@@ -2279,6 +2279,9 @@ HOLDOUT_DIGITS = "89abcdef"
 # held-out product this many customer paraphrases (preferring facts the generator items do not ask).
 GOLDEN_GENERATOR_PER_PRODUCT = 2
 GOLDEN_PARAPHRASES_PER_PRODUCT = 3
+# Products asked about at most, drawn with the seed when the catalog has more (medium, large): an evaluation asks
+# every item through the real model, so its size must not grow with the scale.
+GOLDEN_MAX_PRODUCTS = 24
 
 
 def golden_split(subject: str) -> str:
@@ -2452,6 +2455,10 @@ def _golden_items(seed: int, subjects: Sequence[_Subject], facts: Sequence[dict[
     held-out product, ``GOLDEN_PARAPHRASES_PER_PRODUCT`` asked as a customer would; per general policy one fact, and
     a paraphrase when it is held out; and the questions of ``_UNANSWERABLE``. Deterministic per seed."""
     rng = _stream(seed, "golden-items")
+    products = [s for s in subjects if s.family is not None]
+    if len(products) > GOLDEN_MAX_PRODUCTS:
+        drawn = {s.key for s in rng.sample(products, GOLDEN_MAX_PRODUCTS)}
+        subjects = [s for s in subjects if s.family is None or s.key in drawn]
     items: list[dict[str, Any]] = []
     for subject in subjects:
         if subject.family is None:
