@@ -132,15 +132,27 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+def _unit_gap(a: str, b: str) -> bool:
+    """Whether a space between these two characters is optional: between a number and its unit ("15 %", "IP 65")."""
+    return (a.isdigit() and (b.isalpha() or b in "%°")) or ((a.isalpha() or a in "°") and b.isdigit())
+
+
+def _token_pattern(token: str) -> str:
+    out = [re.escape(token[0])]
+    for a, b in zip(token, token[1:]):
+        out.append((r"\s*" if _unit_gap(a, b) else "") + re.escape(b))
+    return "".join(out)
+
+
 def _fact_pattern(fact: str) -> re.Pattern[str] | None:
     tokens = normalise(fact).split()
     if not tokens:
         return None
-    parts = [re.escape(tokens[0])]
+    parts = [_token_pattern(tokens[0])]
     for prev, tok in zip(tokens, tokens[1:]):
         # "145 Nm" also matches "145Nm"; words stay separate words.
         parts.append(r"\s*" if prev[-1].isdigit() or tok[0].isdigit() else r"\s+")
-        parts.append(re.escape(tok))
+        parts.append(_token_pattern(tok))
     body = "".join(parts)
     first, last = tokens[0][0], tokens[-1][-1]
     # A number matches only as a whole number: "60" is not in "600", "160" or "0.60", "6" not in "6.5".
@@ -151,7 +163,8 @@ def _fact_pattern(fact: str) -> re.Pattern[str] | None:
 
 def fact_present(answer: str, fact: str) -> bool:
     """Whether ``answer`` states ``fact``: both :func:`normalise`-d, the fact found as a whole (a number or word in
-    it is not part of a longer number or word), whitespace between a number and its unit optional.
+    it is not part of a longer number or word), whitespace between a number and its unit optional ("15%" ~
+    "15 %", "145 Nm" ~ "145Nm").
     """
     pattern = _fact_pattern(fact)
     if pattern is None:

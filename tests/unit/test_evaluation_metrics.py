@@ -77,6 +77,8 @@ def test_normalise_folds_case_whitespace_thousands_and_dashes():
     ("RUN-IN PERIOD: 6   HOURS", "6 hours"),
     ("The rating is IP65.", "IP65"),
     ("Kv is 333 m\u00b3/h", "333 m³/h"),
+    ("A restocking fee of 15 % applies.", "15%"),
+    ("Rated IP 65.", "IP65"),
 ])
 def test_a_fact_is_present_in_its_usual_variants(answer, fact):
     assert fact_present(answer, fact)
