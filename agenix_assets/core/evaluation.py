@@ -119,14 +119,18 @@ _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe
 # touched: a dot is a decimal point here, as in the knowledge base).
 _THOUSANDS = re.compile(r"(?<=\d)[,'\u2019\u00a0\u202f\u2009](?=\d{3}(?!\d))")
 _MARKUP = re.compile(r"\*\*|__|`")
+# Trailing zeros of a decimal: "1945.0" is "1945", "0.50" is "0.5".
+_TRAILING_ZEROS = re.compile(r"(?<![\d.])(\d+)\.(\d*?)0+(?![\d.])")
 _CITATION = re.compile(r"\s*\[\d+(?:\s*[,;-]\s*\d+)*\]")
 
 
 def normalise(text: str) -> str:
-    """Text as answers are compared: thousands separators dropped, Unicode compatibility forms folded (NFKC),
-    lower case, every Unicode dash and minus as ``-``, bold/code markup dropped, whitespace collapsed to one space.
+    """Text as answers are compared: thousands separators and a decimal's trailing zeros dropped, Unicode
+    compatibility forms folded (NFKC), lower case, every Unicode dash and minus as ``-``, bold/code markup dropped,
+    whitespace collapsed to one space.
     """
     text = _THOUSANDS.sub("", text)
+    text = _TRAILING_ZEROS.sub(lambda m: m.group(1) + (f".{m.group(2)}" if m.group(2) else ""), text)
     text = unicodedata.normalize("NFKC", text).translate(_DASHES).lower()
     text = _MARKUP.sub("", text)
     return " ".join(text.split())

@@ -68,6 +68,7 @@ def test_normalise_folds_case_whitespace_thousands_and_dashes():
     assert normalise("\u221240 \u00b0C \u2013 +200 \u00b0C") == "-40 °c - +200 °c"
     assert normalise("**145 Nm**") == "145 nm"
     assert normalise("0.25 %") == "0.25 %"  # a decimal point is not a thousands separator
+    assert normalise("1945.0 kg, 0.50 m/s, 11.05 bar, 100 mm") == "1945 kg, 0.5 m/s, 11.05 bar, 100 mm"
 
 
 @pytest.mark.parametrize("answer, fact", [
@@ -79,6 +80,7 @@ def test_normalise_folds_case_whitespace_thousands_and_dashes():
     ("Kv is 333 m\u00b3/h", "333 m³/h"),
     ("A restocking fee of 15 % applies.", "15%"),
     ("Rated IP 65.", "IP65"),
+    ("It weighs 1945 kg.", "1945.0 kg"),
 ])
 def test_a_fact_is_present_in_its_usual_variants(answer, fact):
     assert fact_present(answer, fact)
