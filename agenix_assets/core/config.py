@@ -10,12 +10,15 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .paths import sample_golden_set_path
+
+if TYPE_CHECKING:
+    from .golden import GoldenSuite
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
 OWNER_PATTERN = r"^(team:[a-z][a-z0-9_-]*|[^@\s]+@[^@\s]+\.[a-z]+)$"
@@ -283,18 +286,6 @@ class RagSettings(Strict):
     smoke_test: SmokeTestSettings
 
 
-class GoldenQuery(Strict):
-    id: str
-    question: str
-    expected_documents: list[str] = Field(min_length=1)
-    answer: str | None = None
-
-
-class GoldenSet(Strict):
-    use_case: str
-    queries: list[GoldenQuery] = Field(min_length=1)
-
-
 # ---------------------------------------------------------------- loading
 
 M = TypeVar("M", bound=BaseModel)
@@ -403,18 +394,21 @@ class ProjectConfig(Strict):
                 return r
         raise KeyError(f"no RAG settings for use case '{use_case}' under {self.config_dir / 'rag'}")
 
-    def smoke_test_golden_set(self, settings: RagSettings, landing: Path) -> tuple[Path, GoldenSet]:
+    def smoke_test_golden_set(self, settings: RagSettings, landing: Path) -> tuple[Path, GoldenSuite]:
         """The golden set the retrieval smoke test asks, and its file.
 
         config's ``smoke_test.golden_set`` is written for the documents you put in the landing zone. The generated
         sample company is different for every seed, so it brings its own golden set (written with the data, from
         the facts its documents state); while the landing zone holds one for this use case, that one is used.
         """
+        from .golden import load_golden  # golden.py builds on this module's loader
+
         generated = sample_golden_set_path(landing, settings.use_case)
         path = generated if generated.is_file() else self.config_dir / settings.smoke_test.golden_set
-        golden = load_yaml_model(path, GoldenSet)
-        if golden.use_case != settings.use_case:
-            raise ConfigError(f"{path}: use_case: expected {settings.use_case!r}, got {golden.use_case!r}")
+        golden = load_golden(path, settings.use_case)
+        if not golden.queries:
+            raise ConfigError(f"{path}: queries: the retrieval smoke test needs queries or answerable items that name "
+                              "their expected_documents")
         return path, golden
 
     def review_for(self, source: SourceConfig) -> PrivacyReview | None:

@@ -36,8 +36,9 @@ import pyarrow as pa
 
 from .chunking import ChunkingConfig, TokenCounter, chunk_document
 from . import gates
-from .config import GoldenSet, ProjectConfig, RagSettings
+from .config import ProjectConfig, RagSettings
 from .gates import GateResult
+from .golden import GoldenSuite
 from .index import IndexChunk
 from .pii import PiiRedactor
 from ..sandbox import assert_writable
@@ -685,7 +686,7 @@ class SmokeResult:
         return self.hits / self.total if self.total else 0.0
 
 
-def smoke_test(retriever: Any, golden: GoldenSet, top_k: int) -> SmokeResult:
+def smoke_test(retriever: Any, golden: GoldenSuite, top_k: int) -> SmokeResult:
     """Each golden question must retrieve one of its expected documents among the top_k distinct documents."""
     hits, misses, times = 0, [], []
     for q in golden.queries:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
 import html
 import json
 import math
@@ -67,6 +68,7 @@ __all__ = [
     "build_catalog",
     "generate_sample_company",
     "golden_set",
+    "golden_split",
     "iban_is_valid",
 ]
 
@@ -2243,11 +2245,14 @@ def _write_documents(
 # ================================================================ golden set
 
 
-def golden_set(seed: int, facts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The support-assistant golden set of this company: ``GOLDEN_PER_KIND`` installation guides, manuals and
-    troubleshooting articles drawn with the seed, one question each about a fact the document states (every fact
-    key is stated by exactly one document, and its question names the product). Facts come in path order, so
-    the draw is deterministic.
+def golden_set(seed: int, facts: Sequence[dict[str, Any]], catalog_skus: Iterable[str] = ()) -> dict[str, Any]:
+    """The support-assistant golden set of this company (format: core/golden.py).
+
+    ``queries``: ``GOLDEN_PER_KIND`` installation guides, manuals and troubleshooting articles drawn with the seed,
+    one question each about a fact the document states (every fact key is stated by exactly one document, and its
+    question names the product); the retrieval smoke test asks these. Facts come in path order, so the draw is
+    deterministic. ``items`` and ``conversations``: see :func:`_golden_items` and :func:`_golden_conversations`;
+    ``catalog_skus``: every SKU the company sells, none of which an unanswerable question may pass off as unknown.
     """
     rng = _stream(seed, "golden")
     by_doc: dict[str, list[dict[str, Any]]] = {}
@@ -2261,13 +2266,310 @@ def golden_set(seed: int, facts: Sequence[dict[str, Any]]) -> dict[str, Any]:
             fact = rng.choice(by_doc[doc])
             queries.append({"id": f"G-{len(queries) + 1:03d}", "question": fact["question"],
                             "expected_documents": [doc], "answer": fact["answer"]})
-    return {"use_case": GOLDEN_USE_CASE, "queries": queries}
+    subjects = _golden_subjects(facts)
+    return {"use_case": GOLDEN_USE_CASE, "queries": queries,
+            "items": _golden_items(seed, subjects, facts, catalog_skus),
+            "conversations": _golden_conversations(seed, subjects)}
+
+
+# Held-out subjects (products, policies): sha1 of the SKU or policy name starts with 8-f, about half of them. Answer
+# code may be tuned on the dev subjects; the held-out ones, asked in a customer's words, measure it.
+HOLDOUT_DIGITS = "89abcdef"
+# Per product: generator-worded items (one from its manual, one from its guide or troubleshooting article), and for a
+# held-out product this many customer paraphrases (preferring facts the generator items do not ask).
+GOLDEN_GENERATOR_PER_PRODUCT = 2
+GOLDEN_PARAPHRASES_PER_PRODUCT = 3
+# Products asked about at most, drawn with the seed when the catalog has more (medium, large): an evaluation asks
+# every item through the real model, so its size must not grow with the scale.
+GOLDEN_MAX_PRODUCTS = 24
+
+
+def golden_split(subject: str) -> str:
+    """``holdout`` or ``dev`` for a product SKU or a policy (``policy.returns``)."""
+    return "holdout" if hashlib.sha1(subject.encode("utf-8")).hexdigest()[0] in HOLDOUT_DIGITS else "dev"
+
+
+@dataclass
+class _Subject:
+    """A product or a (general) policy and the facts its documents state, in manifest order."""
+
+    key: str  # SKU or "policy.<kind>"
+    family: FamilyDef | None
+    facts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def split(self) -> str:
+        return golden_split(self.key)
+
+    def kind_facts(self, *kinds: str) -> list[dict[str, Any]]:
+        return [f for f in self.facts if f["document_id"].startswith(kinds)]
+
+
+def _golden_subjects(facts: Sequence[dict[str, Any]]) -> list[_Subject]:
+    families = {f.prefix: f for f in FAMILIES}
+    subjects: dict[str, _Subject] = {}
+    for fact in facts:
+        key = fact["key"]
+        if key.startswith("policy."):
+            _, kind, region, _name = key.split(".")
+            if region != "global":  # country editions: the paraphrases would have to name the country
+                continue
+            subject = f"policy.{kind}"
+            subjects.setdefault(subject, _Subject(subject, None)).facts.append(fact)
+        else:
+            sku = key.split(".")[0]
+            subjects.setdefault(sku, _Subject(sku, families[sku.rsplit("-", 1)[0]])).facts.append(fact)
+    return [subjects[k] for k in sorted(subjects)]
+
+
+# How customers refer to a product: {sku} alone, lower case, with the family in their words, "our ...".
+_PRODUCT_REFS = ("{sku}", "{sku_lower}", "the {sku} {family_lower}", "our {sku}", "a {sku_lower}",
+                 "the {family_lower} {sku}")
+
+# Customer paraphrases per fact (the part of the key after the SKU, or the policy fact's name). Written to ask for the
+# same fact as the generator's question (SPEC_DEFS, _installation, _troubleshooting, _policy) without its wording.
+_PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "install.bolt_torque": ("what torque do I tighten the {target} on {ref} to?",
+                            "{ref}: how tight do the {target} need to be, in Nm?",
+                            "we are mounting {ref} right now - torque value for the {target}?"),
+    "install.clearance": ("how much room do I need to keep around {ref} so it can be serviced?",
+                          "minimum clearance for {ref}? we're planning the layout",
+                          "we just got {ref} - what distance to walls and other equipment does it need for servicing?"),
+    "install.run_in": ("how long should {ref} run at reduced load once it's installed?",
+                       "break-in time for a freshly installed {sku}?",
+                       "we commissioned {ref} today, for how many hours do we keep the load down?"),
+    "install.first_inspection": ("we just put in {ref}, after how many running hours do we check it the first time?",
+                                 "{ref} - when is the initial check after installation?",
+                                 "how soon after installing {ref} should someone look it over?"),
+    "max_pressure": ("what's the highest pressure {ref} can handle?", "how many bar can {ref} take at most?",
+                     "max working pressure for {ref}?"),
+    "flow_rate": ("how much does {ref} pump per minute?", "{ref} flow in l/min?",
+                  "what flow do we get out of {ref} at normal speed?"),
+    "power": ("how big is the motor on {ref}?", "how many kW is the drive of {ref}?"),
+    "nominal_size": ("what DN is {ref}?", "which pipe size does {ref} fit?"),
+    "kv_value": ("what's the Kv of {ref}?", "how much flows through {ref} when it's fully open (Kv)?"),
+    "free_air_delivery": ("how much air does {ref} deliver?", "{ref} FAD in m³/min?"),
+    "ratio": ("what gear ratio does {ref} have?", "{ref}: what's the reduction, like 10:1?"),
+    "rated_torque": ("how much torque does {ref} put out at the output shaft?", "{ref} output torque rating?"),
+    "input_power": ("what's the biggest motor I can put on {ref}?", "input power limit of {ref} in kW?"),
+    "bore_diameter": ("what's the inner diameter of {ref}?", "{ref} bore size?"),
+    "dynamic_load": ("what dynamic load can {ref} take, in kN?", "{ref} basic dynamic rating?"),
+    "limiting_speed": ("how fast can {ref} spin?", "max rpm for {ref}?"),
+    "shaft_diameter": ("what size shaft does {ref} go on?", "{ref} - for which shaft diameter?"),
+    "sliding_speed": ("how fast can the shaft surface move in {ref}?", "max sliding velocity {ref}, in m/s?"),
+    "measuring_range": ("what range does {ref} measure?", "{ref} - from what to what does it measure?"),
+    "accuracy": ("how accurate is {ref}?", "{ref} measurement error, in % of span?"),
+    "ip_rating": ("what IP class is {ref}?", "is {ref} dust and water proof - which IP rating?"),
+    "load_capacity": ("how much weight can {ref} carry?", "max load on {ref} in kg?"),
+    "belt_speed": ("how fast can the belt run on {ref}?", "top belt speed for {ref}?"),
+    "diameter": ("how big is {ref} across?", "OD of {ref}?"),
+    "temperature_range": ("what temperatures can {ref} be used at?", "{ref} min and max operating temp?",
+                          "how cold and how hot can it get around {ref} while it's running?"),
+    "weight": ("how heavy is {ref}?", "what does {ref} weigh, net?", "{ref} weight in kg?"),
+    "maintenance_interval": ("how many operating hours between services on {ref}?", "service interval for {ref}?",
+                             "how often do we have to service {ref}?"),
+    "warranty_months": ("how long is {ref} under warranty?", "warranty on {ref} - how many months?",
+                        "if {ref} breaks, for how long after delivery is it covered?"),
+    "troubleshooting.cause": ("we're seeing {symptom} on {ref} - what usually causes that?",
+                              "{ref} has {symptom}. why?", "what's behind {symptom} with {ref}?"),
+    "troubleshooting.fix": ("how do I get rid of {symptom} on {ref}?", "{ref} {symptom} - what's the fix?",
+                            "{symptom} on {ref} again, what should we do about it?"),
+    "return_window_days": ("how many days do I have to send back something we don't need?",
+                           "what's your deadline for returning unused parts?"),
+    "restocking_fee_percent": ("do you charge anything if I return a part that isn't faulty?",
+                               "what percentage do you keep when we send back goods we ordered by mistake?"),
+    "rma_validity_days": ("my RMA number - how long before it expires?",
+                          "for how many days can I use a return number?"),
+    "free_shipping_threshold_eur": ("how much do I have to order to get free delivery?",
+                                    "minimum order value for no shipping costs?"),
+    "standard_delivery_days": ("how many days does normal shipping take?",
+                               "if I order without express, when will it arrive?"),
+    "express_cutoff": ("by what time do I need to place an express order so it leaves today?",
+                       "latest time for express orders to go out the same day?"),
+    "claim_notification_days": ("how soon do I have to tell you about a defect?",
+                                "we found a fault in a part - how long do we have to report it?"),
+    "repair_turnaround_days": ("how long does a warranty repair usually take?",
+                               "once you have our broken unit, when do we get it back repaired?"),
+    "extended_warranty_months": ("can I get a longer warranty, and by how much?",
+                                 "how many extra months of warranty can we buy when ordering?"),
+}
+
+# Questions the knowledge base cannot answer: the right answer is the use case's no-answer text.
+# {fake}: a SKU of a family the company sells, with a model number its catalog does not hold and no document names.
+_UNANSWERABLE = (
+    "What's the list price of {ref}?",
+    "How heavy is the {fake} {family_lower}?",
+    "What torque do I use on the mounting bolts of the {fake} {family_lower}?",
+    "Is {ref} more reliable than the equivalent Nordtek model?",
+    "What payment terms do you offer new customers?",
+    "How many {family_plural} did you sell last year?",
+)
+
+
+def _fact_name(key: str) -> str:
+    """The paraphrase key of a fact key: ``install.run_in``, ``weight``, ``troubleshooting.cause``,
+    ``express_cutoff``."""
+    if key.startswith("policy."):
+        return key.rsplit(".", 1)[1]
+    rest = key.split(".", 1)[1]
+    return f"troubleshooting.{rest.rsplit('.', 1)[1]}" if rest.startswith("troubleshooting.") else rest
+
+
+def _ref_values(subject: _Subject, ref: str) -> dict[str, str]:
+    assert subject.family is not None
+    family_lower = subject.family.name.split(",")[0].lower()
+    values = {"sku": subject.key, "sku_lower": subject.key.lower(), "family_lower": family_lower,
+              "family_plural": subject.family.plural, "target": TORQUE_TARGET[subject.family.category][4:]}
+    return {**values, "ref": ref.format(**values)}
+
+
+def _paraphrase(rng: random.Random, subject: _Subject, fact: dict[str, Any]) -> str:
+    templates = _PARAPHRASES[_fact_name(fact["key"])]
+    values: dict[str, str] = {}
+    if subject.family is not None:
+        values = _ref_values(subject, rng.choice(_PRODUCT_REFS))
+    if ".troubleshooting." in fact["key"]:
+        values["symptom"] = fact["key"].split(".")[2].replace("-", " ")
+    text = rng.choice(templates).format(**values)
+    # Half start with a capital, as typed; a SKU keeps the case the reference gave it.
+    if rng.random() < 0.5 and not text.lower().startswith(subject.key.lower()):
+        text = text[0].upper() + text[1:]
+    return text
+
+
+def _item(items: list[dict[str, Any]], prefix: str, question: str, fact: dict[str, Any] | None, split: str,
+          phrasing: str) -> None:
+    item: dict[str, Any] = {"id": f"{prefix}-{sum(i['id'].startswith(prefix) for i in items) + 1:03d}",
+                            "question": question}
+    if fact is None:
+        item.update(answerable=False, split=split)
+    else:
+        item.update(expected_facts=[fact["answer"]], expected_documents=[fact["document_id"]], split=split,
+                    phrasing=phrasing, fact_key=fact["key"])
+    items.append(item)
+
+
+def _golden_items(seed: int, subjects: Sequence[_Subject], facts: Sequence[dict[str, Any]],
+                  catalog_skus: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """QA items: per product ``GOLDEN_GENERATOR_PER_PRODUCT`` facts asked with the generator's question and, for a
+    held-out product, ``GOLDEN_PARAPHRASES_PER_PRODUCT`` asked as a customer would; per general policy one fact, and
+    a paraphrase when it is held out; and the questions of ``_UNANSWERABLE``. Deterministic per seed."""
+    rng = _stream(seed, "golden-items")
+    products = [s for s in subjects if s.family is not None]
+    if len(products) > GOLDEN_MAX_PRODUCTS:
+        drawn = {s.key for s in rng.sample(products, GOLDEN_MAX_PRODUCTS)}
+        subjects = [s for s in subjects if s.family is None or s.key in drawn]
+    items: list[dict[str, Any]] = []
+    for subject in subjects:
+        if subject.family is None:
+            asked = [rng.choice(subject.facts)]
+        else:
+            groups = [subject.kind_facts("manuals/"), subject.kind_facts("guides/", "troubleshooting/")]
+            asked = [rng.choice(g) for g in groups if g][:GOLDEN_GENERATOR_PER_PRODUCT]
+        for fact in asked:
+            _item(items, "Q", fact["question"], fact, subject.split, "generator")
+        if subject.split != "holdout":
+            continue
+        if subject.family is None:
+            rest = [f for f in subject.facts if f not in asked] or subject.facts
+            paraphrased = [rng.choice(rest)]
+        else:
+            paraphrased = []
+            for kinds in (("guides/",), ("manuals/",), ("troubleshooting/",), ("manuals/",)):
+                pool = [f for f in subject.kind_facts(*kinds) if f not in asked and f not in paraphrased]
+                if pool and len(paraphrased) < GOLDEN_PARAPHRASES_PER_PRODUCT:
+                    paraphrased.append(rng.choice(pool))
+        for fact in paraphrased:
+            _item(items, "P", _paraphrase(rng, subject, fact), fact, subject.split, "paraphrase")
+
+    products = [s for s in subjects if s.family is not None]
+    mentioned = " ".join([f["sentence"] + " " + f["key"] for f in facts] + list(catalog_skus))
+    for template in _UNANSWERABLE:
+        subject = rng.choice(products)
+        values = _ref_values(subject, rng.choice(_PRODUCT_REFS))
+        prefix = subject.family.prefix if subject.family else ""
+        while True:  # a model number of this family that the catalog does not hold and no document names
+            fake = f"{prefix}-{rng.choice(MODEL_NUMBERS)}"
+            if not re.search(rf"(?<![\w-]){re.escape(fake)}(?!\d)", mentioned):
+                break
+        question = template.format(fake=fake, **values)
+        _item(items, "U", question[0].upper() + question[1:], None, "dev", "generator")
+    return items
+
+
+def _golden_conversations(seed: int, subjects: Sequence[_Subject]) -> list[dict[str, Any]]:
+    """Multi-turn conversations whose later turns only make sense with the earlier ones ("its run-in period"):
+    a follow-up about an installation fact, a follow-up about a manual fact that must not borrow another product's
+    figure, a warranty question followed by one the knowledge base cannot answer (price), and a troubleshooting
+    dialogue whose answers must come from the product's troubleshooting guide."""
+    rng = _stream(seed, "golden-conversations")
+    products = [s for s in subjects if s.family is not None]
+
+    def fact(subject: _Subject, suffix: str) -> dict[str, Any] | None:
+        return next((f for f in subject.facts if f["key"] == f"{subject.key}.{suffix}"), None)
+
+    conversations: list[dict[str, Any]] = []
+
+    def add(subject: _Subject, description: str, turns: list[dict[str, Any]]) -> None:
+        conversations.append({"id": f"C-{len(conversations) + 1:02d}", "split": subject.split,
+                              "description": description, "turns": turns})
+
+    installed = [s for s in products if fact(s, "install.run_in")]
+    if installed:
+        s = rng.choice(installed)
+        run_in = fact(s, "install.run_in")
+        assert run_in is not None
+        add(s, "follow-up about an installation fact", [
+            {"user": f"I installed a {s.key}."},
+            {"user": "How long is its run-in period?",
+             "expect": {"must_include": [run_in["answer"]], "must_cite": [run_in["document_id"]]}},
+        ])
+    weighed = [s for s in products if fact(s, "weight")]
+    if len(weighed) >= 2:
+        s = rng.choice(weighed)
+        assert s.family is not None
+        others = [o for o in weighed if o.family is not None and o.family.category != s.family.category]
+        other = rng.choice(others)
+        weight, other_weight = fact(s, "weight"), fact(other, "weight")
+        assert weight is not None and other_weight is not None
+        expect: dict[str, Any] = {"must_include": [weight["answer"]]}
+        if other_weight["answer"] != weight["answer"]:
+            expect["must_not_include"] = [other_weight["answer"]]
+        family = s.family.name.split(",")[0].lower()
+        add(s, "follow-up naming the product by its kind only, after two products were named", [
+            {"user": f"We run a {other.key} and a {s.key} {family} in our plant."},
+            {"user": f"How heavy is the {family}?", "expect": expect},
+        ])
+    warranted = [s for s in products if fact(s, "warranty_months")]
+    if warranted:
+        s = rng.choice(warranted)
+        warranty = fact(s, "warranty_months")
+        assert warranty is not None
+        add(s, "an answerable question, then one the knowledge base cannot answer", [
+            {"user": f"What warranty do we get on the {s.key}?", "expect": {"must_include": [warranty["answer"]]}},
+            {"user": "And what does it cost?", "expect": {"must_refuse": True}},
+        ])
+    troubled = [s for s in products if s.kind_facts("troubleshooting/")]
+    if troubled:
+        s = rng.choice(troubled)
+        cause = rng.choice([f for f in s.kind_facts("troubleshooting/") if f["key"].endswith(".cause")])
+        fix = next(f for f in s.facts if f["key"] == cause["key"].removesuffix(".cause") + ".fix")
+        symptom = cause["key"].split(".")[2].replace("-", " ")
+        add(s, "troubleshooting dialogue answered from the product's troubleshooting guide", [
+            {"user": f"Our {s.key} has {symptom} since yesterday."},
+            {"user": "What is the most likely cause?",
+             "expect": {"must_include": [cause["answer"]], "must_cite": [cause["document_id"]]}},
+            {"user": "How do we fix that?",
+             "expect": {"must_include": [fix["answer"]], "must_cite": [fix["document_id"]]}},
+        ])
+    return conversations
 
 
 def _write_golden_set(path: Path, golden: dict[str, Any], seed: int, scale: str) -> None:
-    header = (f"# Generated by `agenix sample-data` (seed {seed}, scale {scale}) from _manifest/facts.jsonl: the golden\n"
-              "# set of the sample company, used by the retrieval smoke test instead of config/golden/ while it is\n"
-              "# in the landing zone. Rewritten with the data; do not edit.\n")
+    header = (f"# Generated by `agenix sample-data` (seed {seed}, scale {scale}) from _manifest/facts.jsonl: the\n"
+              "# golden set of the sample company (format: agenix_assets/core/golden.py). Its queries are asked by\n"
+              "# the retrieval smoke test instead of config/golden/ while it is in the landing zone; its items and\n"
+              "# conversations by the evaluation of a release. Rewritten with the data; do not edit.\n")
     body = yaml.safe_dump(golden, sort_keys=False, allow_unicode=True, width=1000)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body, encoding="utf-8", newline="\n")
@@ -2329,7 +2631,7 @@ def generate_sample_company(
     manifest.mkdir(parents=True, exist_ok=True)
     _write_jsonl(manifest / "pii.jsonl", ticket_pii + doc_pii)
     _write_jsonl(manifest / "facts.jsonl", facts)
-    golden = golden_set(seed, facts)
+    golden = golden_set(seed, facts, [p.sku for p in catalog])
     golden_path = sample_golden_set_path(landing, GOLDEN_USE_CASE)
     _write_golden_set(golden_path, golden, seed, scale)
 
@@ -2356,6 +2658,8 @@ def generate_sample_company(
             "pii_spans": {"support_tickets": len(ticket_pii), "kb_documents": len(doc_pii)},
             "facts": len(facts),
             "golden_queries": len(golden["queries"]),
+            "golden_items": len(golden["items"]),
+            "golden_conversations": len(golden["conversations"]),
         },
         "paths": {
             "crm": "crm/crm.sqlite",
