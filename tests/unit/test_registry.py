@@ -142,3 +142,15 @@ def test_a_release_spec_for_another_use_case_is_refused_with_its_line(config_dir
     path.write_text(path.read_text().replace("use_case: support-assistant", "use_case: billing-bot"))
     with pytest.raises(core.RegistryError, match=rf"{path}:\d+: use_case: expected 'support-assistant'"):
         core.load_release_spec(config_dir, UC)
+
+
+def test_check_config_names_a_registry_entry_without_governance(config_dir: Path):
+    from typer.testing import CliRunner
+
+    from agenix_assets.cli import app
+
+    rag = config_dir / "rag" / "support_assistant.yaml"
+    rag.write_text(rag.read_text().replace("risk_rating: medium\n", ""))
+    bad = CliRunner().invoke(app, ["check-config", "--config-dir", str(config_dir)])
+    assert bad.exit_code == 1
+    assert f"{rag}:" in bad.output and "retrieval config 'v1': missing risk_rating" in bad.output
