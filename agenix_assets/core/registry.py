@@ -332,7 +332,8 @@ def _index_hash(use_case: str, version: int) -> str:
 
 
 def _resolve_model(models: Registry, name: str) -> tuple[str, list[RegistryEntry], list[str]]:
-    generators = [e for e in models.entries if e.attributes["enabled"] and e.attributes["kind"] in ("openai", "extractive")]
+    generators = [e for e in models.entries
+                  if e.attributes["enabled"] and e.attributes["kind"] in ("openai", "extractive")]
     if name == "auto":
         if not generators:
             return MISSING, [], [f"model 'auto': no enabled generator model in {models.source}"]
@@ -453,7 +454,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
             model VARCHAR, model_hash VARCHAR, prompt_version VARCHAR, prompt_hash VARCHAR,
             index_version INTEGER, index_hash VARCHAR, retrieval_version VARCHAR, retrieval_hash VARCHAR,
             retrieval VARCHAR, spec VARCHAR, problems VARCHAR,
-            created_at TIMESTAMP, run_id VARCHAR, published BOOLEAN, published_at TIMESTAMP, published_run_id VARCHAR)"""
+            created_at TIMESTAMP, run_id VARCHAR,
+            published BOOLEAN, published_at TIMESTAMP, published_run_id VARCHAR)"""
     )
 
 
@@ -543,7 +545,7 @@ def latest_candidate(con: duckdb.DuckDBPyConnection, asset: str, consumer: str) 
 
 
 __all__ = [
-    "CANDIDATE_RESOLVES", "CandidateSpec", "Registries", "Registry", "RegistryEntry", "RegistryError",
+    "CANDIDATE_RESOLVES", "CANDIDATES_TABLE", "ENTRIES_TABLE", "MISSING", "release_spec_path", "CandidateSpec", "Registries", "Registry", "RegistryEntry", "RegistryError",
     "ReleaseSpec", "Resolution", "ResolvedCandidate", "canonical_json", "content_hash", "current_candidate",
     "differing_parts", "entry_content", "latest_candidate", "load_model_registry", "load_prompt_registry",
     "load_registries", "load_release_spec", "load_retrieval_registry", "production_parts", "record_candidate",

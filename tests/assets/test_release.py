@@ -5,6 +5,7 @@ candidate that does not resolve is never published."""
 from __future__ import annotations
 
 import dagster as dg
+import duckdb
 import pytest
 import yaml
 
@@ -83,8 +84,6 @@ def test_a_prompt_change_makes_a_new_candidate_and_only_the_prompt_registry_chan
                           "WHERE candidate_id IN (?, ?) ORDER BY created_at",
                           [before["candidate_id"], after["candidate_id"]])
     assert rows == [(before["candidate_id"], "v1", True), (after["candidate_id"], "v2", True)]
-    import duckdb
-
     with duckdb.connect(str(platform.warehouse)) as con:
         got = core.latest_candidate(con, CANDIDATE.to_user_string(), f"{UC}/eval_report")
         assert got.candidate_id == after["candidate_id"] and got.release().prompt_version == "v2"
@@ -92,8 +91,6 @@ def test_a_prompt_change_makes_a_new_candidate_and_only_the_prompt_registry_chan
 
 
 def test_candidate_resolves_fails_with_its_reason_and_the_candidate_is_not_published(platform: Platform):
-    import duckdb
-
     set_candidate(platform, model="auto", prompt_version="v9", index_version="live")
     missing = platform.run_job(RELEASE_CANDIDATE_JOB)
     check = check_evaluations(missing)[f"{UC}/release_candidate:candidate_resolves"]

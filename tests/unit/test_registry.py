@@ -28,7 +28,7 @@ def add_prompt_version(config_dir: Path, name: str, **changes) -> None:
 def test_every_entry_has_owner_purpose_risk_and_a_16_hex_content_hash(config_dir: Path):
     r = core.load_registries(config_dir, UC)
     entries = [*r.models.entries, *r.prompts.entries, *r.retrieval.entries]
-    assert {e.name for e in r.models.entries} == {"extractive", "gemma-3-270m", "llama-3.1-8b-instruct", "all-minilm-l6-v2"}
+    assert set(r.models.names()) == {"extractive", "gemma-3-270m", "llama-3.1-8b-instruct", "all-minilm-l6-v2"}
     assert r.prompts.names() == ["v1"] and r.retrieval.names() == ["v1"]
     for e in entries:
         assert e.owner and e.purpose and e.risk_rating in {"low", "medium", "high"}
@@ -107,7 +107,8 @@ def test_the_shipped_spec_resolves_to_the_production_tuple(config_dir: Path):
     c = got.candidate
     assert got.resolves and (c.model, c.prompt_version, c.index_version, c.retrieval_version) == ("auto", "v1", 2, "v1")
     assert c.candidate_id == f"{UC}-{c.candidate_hash[:8]}"
-    assert c.release().model_dump() == {"name": c.candidate_id, "model": "auto", "prompt_version": "v1", "index_version": 2}
+    assert c.release().model_dump() == {"name": c.candidate_id, "model": "auto", "prompt_version": "v1",
+                                        "index_version": 2}
 
 
 def test_a_prompt_version_that_does_not_exist_does_not_resolve(config_dir: Path):
@@ -132,7 +133,8 @@ def test_a_model_whose_prompt_style_the_version_lacks_does_not_resolve(config_di
 
 
 def test_an_index_version_that_is_not_servable_does_not_resolve(config_dir: Path):
-    assert "index version 3 of support-assistant is not servable (servable: [1])" in resolve(config_dir, index_version=3).problems
+    pinned = resolve(config_dir, index_version=3)
+    assert pinned.problems == ["index version 3 of support-assistant is not servable (servable: [1])"]
     live = resolve(config_dir, servable=())
     assert not live.resolves and live.candidate.index_version == -1 and "no servable index version" in live.problems[0]
 
