@@ -437,6 +437,18 @@ def differing_parts(candidate: ResolvedCandidate, production: ResolvedCandidate 
     return [p for p in ResolvedCandidate.PARTS if mine[p] != theirs[p]]
 
 
+def stale_parts(candidate: ResolvedCandidate, config_dir: Path, index_root: Path) -> list[str]:
+    """The parts of a recorded candidate whose files no longer hold what it was resolved from (e.g. its prompt
+    version was edited in place since). An evaluation that runs the candidate from today's config/ must refuse
+    when this is not empty: it would measure something else under the candidate's id."""
+    registries = load_registries(config_dir, candidate.use_case)
+    spec = ReleaseSpec(use_case=candidate.use_case, candidate=CandidateSpec(
+        model=candidate.model, prompt_version=candidate.prompt_version,
+        index_version=candidate.index_version if candidate.index_version >= 0 else "live"))
+    now = resolve_candidate(registries, spec, servable_index_versions(config_dir, index_root, candidate.use_case))
+    return differing_parts(candidate, now.candidate)
+
+
 # ------------------------------------------------------------------------------------------------ warehouse
 
 
@@ -549,6 +561,6 @@ __all__ = [
     "ReleaseSpec", "Resolution", "ResolvedCandidate", "canonical_json", "content_hash", "current_candidate",
     "differing_parts", "entry_content", "latest_candidate", "load_model_registry", "load_prompt_registry",
     "load_registries", "load_release_spec", "load_retrieval_registry", "production_parts", "record_candidate",
-    "record_entries", "resolve_candidate", "resolved_candidate", "servable_index_versions",
+    "record_entries", "resolve_candidate", "resolved_candidate", "servable_index_versions", "stale_parts",
 ]
 

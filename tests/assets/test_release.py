@@ -88,6 +88,14 @@ def test_a_prompt_change_makes_a_new_candidate_and_only_the_prompt_registry_chan
         got = core.latest_candidate(con, CANDIDATE.to_user_string(), f"{UC}/eval_report")
         assert got.candidate_id == after["candidate_id"] and got.release().prompt_version == "v2"
         assert core.entry_content(con, f"{USE_CASE}/prompts", "v2", got.prompt_hash)["no_answer"] == "I don't know."
+    index_root = platform.home / "index"
+    assert core.stale_parts(got, platform.config_dir, index_root) == []
+    # v2 edited in place after the candidate was resolved: the recorded candidate no longer matches config/.
+    path = platform.config_dir / "prompts" / "support-assistant.yaml"
+    book = yaml.safe_load(path.read_text())
+    book["versions"]["v2"]["no_answer"] = "No idea."
+    path.write_text(yaml.safe_dump(book, sort_keys=False))
+    assert core.stale_parts(got, platform.config_dir, index_root) == ["prompt_version"]
 
 
 def test_candidate_resolves_fails_with_its_reason_and_the_candidate_is_not_published(platform: Platform):
