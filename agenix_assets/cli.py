@@ -152,6 +152,13 @@ def check_config(config_dir: Annotated[Path | None, typer.Option(help="config fo
                     books[uc].get(rel.prompt_version)
                 except KeyError as exc:
                     raise ConfigError(f"{gateway.manifest_path}: use_cases.{uc}: release {rel.name}: {exc.args[0]}") from None
+        # The registries (governance metadata on every model, prompt version and retrieval config) and each use
+        # case's release candidate spec.
+        from .core.registry import load_registries, load_release_spec
+
+        for rag in config.rag:
+            load_registries(config.config_dir, rag.use_case)
+            load_release_spec(config.config_dir, rag.use_case)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

@@ -13,6 +13,7 @@ import dagster as dg
 
 from .assets.governance import build_governance_assets, privacy_review_key
 from .assets.rag import build_rag_assets
+from .assets.release import MODEL_REGISTRY, build_model_registry_asset, build_release_assets
 from .assets.sources import build_source_assets, raw_key
 from .assets.transform import build_transform_assets, dbt_resource
 from .core.config import load_project_config
@@ -22,6 +23,7 @@ from .resources.platform import AgenixResource
 from .resources.vector_store import VectorStoreResource
 from .resources.warehouse import WarehouseResource
 from .sensors.landing import build_landing_sensor, ingest_job_name
+from .sensors.release import RELEASE_CANDIDATE_JOB, build_release_candidate_sensor, candidate_selection
 from .sensors.runs import dead_run_sweeper
 
 INGESTION_GROUPS = ("governance", "sources", "transform", "rag")
@@ -43,7 +45,10 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         *build_source_assets(sources),
         *build_transform_assets(),
         *[a for settings in config.rag for a in build_rag_assets(settings)],
+        build_model_registry_asset(),
+        *[a for settings in config.rag for a in build_release_assets(settings.use_case)],
     ]
+    use_cases = [settings.use_case for settings in config.rag]
 
     # One job per source: the gate, the raw load, and what reads it downstream (dbt models, the RAG lane),
     # so a changed knowledge-base file flows to a new index version in the run the sensor starts.
@@ -62,6 +67,12 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         selection=dg.AssetSelection.groups(*INGESTION_GROUPS),
         description="Governance snapshots, every source, the dbt models and the RAG indexes.",
     )
+    # The registries, each use case's release candidate and what evaluates it; the sensor selects one use case.
+    release_candidate_job = dg.define_asset_job(
+        RELEASE_CANDIDATE_JOB,
+        selection=_union([dg.AssetSelection.assets(MODEL_REGISTRY), *[candidate_selection(uc) for uc in use_cases]]),
+        description="The model, prompt and retrieval registries, the release candidate and its evaluation.",
+    )
     materialize_all = dg.define_asset_job(MATERIALIZE_ALL_JOB, selection=dg.AssetSelection.all(), description="Every asset and check.")
     nightly = dg.ScheduleDefinition(
         name=NIGHTLY_SCHEDULE,
@@ -74,9 +85,13 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
 
     return dg.Definitions(
         assets=assets,
-        jobs=[ingestion_job, materialize_all, *ingest_jobs],
+        jobs=[ingestion_job, materialize_all, release_candidate_job, *ingest_jobs],
         schedules=[nightly],
-        sensors=[build_landing_sensor(ingest_jobs, [s.name for s in sources]), dead_run_sweeper],
+        sensors=[
+            build_landing_sensor(ingest_jobs, [s.name for s in sources]),
+            build_release_candidate_sensor(release_candidate_job, use_cases),
+            dead_run_sweeper,
+        ],
         resources={
             "agenix": AgenixResource(
                 home=str(paths.home) if paths else None,
@@ -93,6 +108,13 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         # instance without our dagster.yaml pool limit, fail on it). Runs still queue on the `duckdb` pool.
         executor=dg.in_process_executor,
     )
+
+
+def _union(selections: list[dg.AssetSelection]) -> dg.AssetSelection:
+    combined = selections[0]
+    for s in selections[1:]:
+        combined = combined | s
+    return combined
 
 
 defs = build_definitions()

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agenix_assets.core.config import ConfigError, Strict, load_yaml_model
+from agenix_assets.core.config import ConfigError, Governed, Strict, load_yaml_model
 
 from .limits import cost_of
 
@@ -48,9 +48,10 @@ def expand_env(value: str) -> str:
 # ------------------------------------------------------------------------------------------------ model registry
 
 
-class ModelSpec(Strict):
+class ModelSpec(Governed):
     """One backend. ``kind``: ``openai`` (an OpenAI-compatible HTTP server), ``extractive`` (sentences chosen from
-    the retrieved context, in-process) or ``embedding`` (the local embedder, for /v1/embeddings)."""
+    the retrieved context, in-process) or ``embedding`` (the local embedder, for /v1/embeddings). ``owner``,
+    ``purpose`` and ``risk_rating`` are its governance metadata (required by the model registry asset)."""
 
     name: str = Field(pattern=MODEL_NAME)
     kind: Literal["openai", "extractive", "embedding"] = "openai"

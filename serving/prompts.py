@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from agenix_assets.core.config import ConfigError, Strict, load_yaml_model
+from agenix_assets.core.config import ConfigError, Governed, Strict, load_yaml_model
 
 __all__ = [
     "ChatPrompt",
@@ -133,8 +133,9 @@ class ChatPrompt(Strict):
         return _check_template(v, {"context", "question"})
 
 
-class PromptVersion(Strict):
-    """One version of a use case's prompts. ``name`` is filled from its key in the book."""
+class PromptVersion(Governed):
+    """One version of a use case's prompts. ``name`` is filled from its key in the book; ``owner``, ``purpose``
+    and ``risk_rating`` are its governance metadata (required by the prompt registry asset)."""
 
     name: str = ""
     description: str = ""

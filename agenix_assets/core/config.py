@@ -130,6 +130,16 @@ class SourcesFile(Strict):
 RiskClass = Literal["low", "medium", "high"]
 
 
+class Governed(Strict):
+    """Governance metadata of a registry entry (a model, a prompt version, a retrieval configuration): who owns
+    it, what it is for, how risky a change to it is. Optional here so a bare file (a test's, a sandbox's) still
+    serves; the registries (core/registry.py) require all three and name every entry that lacks one."""
+
+    owner: str | None = Field(default=None, pattern=OWNER_PATTERN)
+    purpose: str | None = Field(default=None, min_length=1)
+    risk_rating: RiskClass | None = None
+
+
 class Kpi(Strict):
     name: str = Field(min_length=1)
     target: str = Field(min_length=1)
@@ -271,8 +281,9 @@ class SmokeTestSettings(Strict):
     min_hit_rate: float = Field(default=1.0, ge=0, le=1)
 
 
-class RagSettings(Strict):
-    """config/rag/<use case>.yaml: what is indexed for a use case and how it is retrieved."""
+class RagSettings(Governed):
+    """config/rag/<use case>.yaml: what is indexed for a use case and how it is retrieved. Its ``version`` names
+    the retrieval configuration in the registry; owner, purpose and risk_rating are its governance metadata."""
 
     use_case: str
     version: int = Field(ge=1)
