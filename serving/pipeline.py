@@ -81,12 +81,14 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 # A product code as the catalogue writes it (GV-4150, PRV-1230, PC-6360-SK3), optionally followed by its name
 # ("GV-4150 Gate Valve"): capitalised words right after the code.
 _PRODUCT = re.compile(r"\b([A-Z]{2,4}-\d{2,5})\b((?: (?:[A-Z][A-Za-z-]*,?)(?= |$|[.?!;:)]))*)")
+_PRODUCT_CODE = re.compile(r"\b[A-Z]{2,4}-\d{2,5}\b")
 _POLICY_TOPIC = re.compile(r"\b(warranty|returns?|refunds?|shipping|delivery|deliveries|rma)\b", re.I)
 # A region as running text names it: "in Austria", "for the Netherlands", "customers in the United Kingdom".
 _REGION = re.compile(r"\b(?:in|for|to|from)\s+((?:the\s+)?[A-Z][a-zà-ÿ]+(?:\s+[A-Z][a-zà-ÿ]+)?)")
 _NOT_REGIONS = {"I", "The", "My", "Our", "Your", "It", "This", "That", "Monday", "Tuesday", "Wednesday", "Thursday",
                 "Friday", "Saturday", "Sunday", "January", "February", "March", "April", "May", "June", "July",
-                "August", "September", "October", "November", "December", "Celsius", "Fahrenheit", "English"}
+                "August", "September", "October", "November", "December", "Celsius", "Fahrenheit", "English", "Nm",
+                "Bar", "Kelvin"}
 # Words that point back to something named earlier.
 _POSSESSIVE = re.compile(r"\b(its|their)\s+", re.I)
 _DEMONSTRATIVE = re.compile(
@@ -189,10 +191,10 @@ def rewrite_query(messages: list[dict[str, Any]]) -> tuple[str, bool]:
     """The standalone question of a conversation's last user message, and whether it was rewritten.
 
     A follow-up that points back ("its", "it", "this one", "the same", ...) or names no product, policy or
-    region while an earlier turn did gets the entity of the most recent earlier turn that named one (user turns
-    first, then the assistant's): "I installed a GV-4150." + "How long is its run-in period?" -> "How long is the
-    run-in period of the GV-4150?". A question that names its own product is left as it is; so is the first
-    question of a conversation. Deterministic, no model: the same conversation always gives the same query.
+    region while an earlier turn did gets the entity of the most recent earlier turn that named one (a user's, or
+    an assistant's answer naming a single product): "I installed a GV-4150." + "How long is its run-in period?"
+    -> "How long is the run-in period of the GV-4150?". A question that names its own product is left as it is;
+    so is the first question of a conversation. Deterministic, no model: one conversation, one query.
     """
     question = last_user_text(messages)
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
@@ -207,12 +209,12 @@ def rewrite_query(messages: list[dict[str, Any]]) -> tuple[str, bool]:
         return question, False  # self-contained: it names its own product
 
     def latest(kind: str) -> str | None:
-        for role in ("user", "assistant"):
-            for m in reversed(earlier):
-                if m.get("role") == role:
-                    got = getattr(find_entities(message_text(m.get("content"))), kind)
-                    if got:
-                        return got
+        for m in reversed(earlier):
+            text = message_text(m.get("content"))
+            got = getattr(find_entities(text), kind)
+            # An answer may quote several products (its sources): it settles the reference only when it names one.
+            if got and (m["role"] == "user" or kind != "product" or len(set(_PRODUCT_CODE.findall(text))) == 1):
+                return got
         return None
 
     query = question
@@ -462,8 +464,8 @@ class RagPipeline:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"retrieval override for use case {self.use_case!r}: {problems}") from None
         rag = self.index.rag.model_copy(update={"retrieval": rag_part})
-        got = UseCaseIndex(self.use_case, settings, rag, self.index.index_root, self.encoder_for(config.query_quantization),
-                           namespace=self.index.namespace, keep_loaded=1)
+        got = UseCaseIndex(self.use_case, settings, rag, self.index.index_root,
+                           self.encoder_for(config.query_quantization), namespace=self.index.namespace, keep_loaded=1)
         self._overrides[key] = got
         while len(self._overrides) > MAX_RETRIEVAL_OVERRIDES:
             self._overrides.popitem(last=False)

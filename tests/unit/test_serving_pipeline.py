@@ -48,6 +48,14 @@ def test_the_assistant_turn_supplies_the_product_when_no_user_turn_named_one():
     assert rewrite_query(convo) == ("How long is the run-in period of the PC-6360 Piston Compressor?", True)
 
 
+def test_an_answer_naming_one_product_is_the_latest_mention_and_one_quoting_several_is_skipped():
+    convo = [user("I have a GV-4150."), user("Which compressor fits my plant?"),
+             assistant("The PC-6360 Piston Compressor fits."), user("How long is its run-in period?")]
+    assert rewrite_query(convo)[0] == "How long is the run-in period of the PC-6360 Piston Compressor?"
+    convo[2] = assistant("Both the PC-6360 and the RS-120 fit.")
+    assert rewrite_query(convo)[0] == "How long is the run-in period of the GV-4150?"
+
+
 def test_a_question_that_names_its_own_product_is_not_rewritten():
     convo = [user("I installed a GV-4150."), user("What is the run-in period of the PC-6360 and how long is it?")]
     assert rewrite_query(convo) == (convo[-1]["content"], False)
