@@ -8,11 +8,17 @@ A request's way through (``Gateway.chat``): API key (hash lookup) -> body size -
 published schema (serving/schemas.py) -> target (a use case or a registry model) -> role and attribute checks ->
 rate limits (key and team; requests and tokens) -> team budget -> input guardrails (PII redaction before any
 model sees the text, prompt injection, topics, tools) -> for a use case: release from the live manifest (canary
-sticky per key; shadow mirrored), retrieval from its index version filtered by the key's data domains, the
-versioned prompt -> routing (small/large/extractive, cost-aware, circuit breaker) -> backend with fallback ->
-output PII scan -> response with usage and, for use cases, the sources in the ``agenix`` extension field -> one
-request-log record, metrics, limit settlement, cost. Usage is the backend's count; where none exists the
-``agenix`` field and the log say ``usage_estimated``.
+sticky per key; shadow mirrored), then the use case's ``RagPipeline`` (serving/pipeline.py): follow-up
+rewriting (the last message resolved against earlier turns into a standalone query), retrieval from its index
+version filtered by the key's data domains, routing (small/large/extractive, cost-aware, circuit breaker), the
+versioned prompt, backend with fallback, grounding check and output PII scan -> response with usage and, for use
+cases, the query and sources in the ``agenix`` extension field -> one request-log record, metrics, limit
+settlement, cost. Usage is the backend's count; where none exists the ``agenix`` field and the log say
+``usage_estimated``.
+
+This module is the HTTP side (keys, limits, logs, SSE, errors in OpenAI's shape, ``RagError`` codes mapped to
+statuses); the steps of a use case live in the pipeline, which the primary request, the shadow release and an
+evaluation (``RagPipeline.from_config``) all run, so none of them has a copy of the others' code.
 
 Errors use OpenAI's JSON shape ``{"error": {"message", "type", "param", "code"}}`` and status codes 400, 401,
 403, 404, 413, 429 (with Retry-After), 502, 503. The app is single-process asyncio; CPU work (embedding,
@@ -44,13 +50,23 @@ from agenix_assets.core.config import ConfigError
 
 from .auth import AccessDenied, ApiKey, AuthError, KeyStore, keys_file
 from .backends import BackendError, BackendPool
-from .config import GatewayConfig, ModelSpec, Release, UseCaseSettings
-from .guardrails import GuardrailPolicy, Guardrails, GuardrailViolation
+from .config import GatewayConfig, ModelSpec, Release
+from .guardrails import Guardrails, GuardrailViolation
 from .limits import BudgetTracker, LimitSubject, RateLimiter
 from .logs import ContentPolicy, JsonlLog, LogKeyMissing
 from .manifest import ManifestWatcher, pick_release, shadow_sampled
 from .metrics import GatewayMetrics
-from .rag import IndexUnavailable, Passage, UseCaseIndex, grounding_problem
+from .pipeline import (
+    RagError,
+    RagPipeline,
+    RagResult,
+    build_guardrails,
+    estimate_tokens,
+    last_user_text,
+    message_text,
+    query_encoders,
+)
+from .rag import IndexUnavailable, UseCaseIndex
 from .routing import NoBackendAvailable, RouteDecision, Router
 from .schemas import ChatCompletionRequest, EmbeddingRequest, FeedbackRequest, RequestInvalid, validate_request
 
@@ -93,20 +109,6 @@ def _json(obj: Any, status: int = 200, request_id: str | None = None) -> Respons
                     headers=headers)
 
 
-def estimate_tokens(text: str) -> int:
-    """~4 characters a token: used only before the backend reports real usage (limits are settled after)."""
-    return max(1, (len(text) + 3) // 4)
-
-
-def message_text(content: Any) -> str:
-    """The text of a message's content (validated: a string, a list of content parts, or null)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
-
-
 def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
@@ -123,13 +125,6 @@ def parse_body(raw: bytes, model: type) -> dict[str, Any]:
     except RequestInvalid as exc:
         raise ApiError(400, exc.message, exc.code, exc.param) from None
     return body
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            return message_text(m.get("content"))
-    return message_text(messages[-1].get("content"))
 
 
 def transcript_prompt(messages: list[dict[str, Any]]) -> str:
@@ -177,6 +172,8 @@ class RequestRecord:
     index_version: int | None = None
     prompt_version: str | None = None
     question: str | None = None
+    query: str | None = None  # what retrieval ran on: the question, or a follow-up resolved from earlier turns
+    rewritten: bool = False
     answer: str | None = None
 
     @classmethod
@@ -212,17 +209,6 @@ class RequestRecord:
         return d
 
 
-@dataclass
-class Answer:
-    text: str
-    model: ModelSpec
-    tokens_in: int
-    tokens_out: int
-    finish_reason: str = "stop"
-    backend_ms: float = 0.0
-    usage_source: str = "backend"
-
-
 class Gateway:
     def __init__(self, config: GatewayConfig, home: Path, encoder: Any = None):
         self.config = config
@@ -247,6 +233,7 @@ class Gateway:
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agenix-cpu")
         self.indexes: dict[str, UseCaseIndex] = {}
         self.prompts: dict[str, Any] = {}
+        self.pipelines: dict[str, RagPipeline] = {}
         self.manifest = ManifestWatcher(config.manifest_path, validate=self.validate_manifest)
         rl = self.settings.request_log
         log_dir = self.home / rl.dir
@@ -278,11 +265,7 @@ class Gateway:
     def query_encoder(self, quantize: str) -> Any:
         """The encoder a use case's retrieval config asks for (int8 query quantisation trades ~0.3% recall for
         about half the query-embedding time); the full-precision one is shared."""
-        if quantize == "none" or self._encoder is not None and not hasattr(self._encoder, "encode_query"):
-            return self.encoder
-        from agenix_assets.core.retrieval import default_encoder
-
-        return default_encoder(quantize=quantize)
+        return query_encoders(lambda: self.encoder, lambda: self._encoder)(quantize)
 
     @property
     def extractive(self) -> Any:
@@ -299,6 +282,11 @@ class Gateway:
         for name, uc in self.settings.use_cases.items():
             self.indexes[name] = UseCaseIndex.from_config(name, uc, self.config.config_dir, index_root, self.query_encoder)
             self.prompts[name] = load_prompt_book(self.config.resolve(uc.prompts))
+            # Serving, shadow traffic and evaluation run a use case through this one object's steps.
+            self.pipelines[name] = RagPipeline(
+                name, uc, self.indexes[name], self.prompts[name], self.router, self.backends,
+                lambda: self.extractive, self.registry, self.guardrails, pool=self.pool,
+                encoder_for=self.query_encoder)
 
     def validate_manifest(self, manifest: Any) -> None:
         for uc, dep in manifest.use_cases.items():
@@ -335,14 +323,8 @@ class Gateway:
     def make_guardrails(self) -> Guardrails:
         """Guardrails whose PII redactor knows the CRM's contacts, when the RAG assets exported them
         (``gateway/known_people.json``); pattern and heuristic recognizers only until then."""
-        from agenix_assets.core.pii import PiiRedactor
-        from agenix_assets.core.rag import load_deny_list
-
-        people = load_deny_list(self.deny_list_path) or []
-        self.known_people = len(people)
-        policies = {name: GuardrailPolicy.model_validate(uc.guardrails) for name, uc in self.settings.use_cases.items()}
-        return Guardrails(policies, default=GuardrailPolicy.model_validate(self.settings.direct_guardrails),
-                          redactor_factory=lambda: PiiRedactor.from_contacts(people))
+        guardrails, self.known_people = build_guardrails(self.settings, self.deny_list_path)
+        return guardrails
 
     def refresh_deny_list(self) -> bool:
         """Swap in guardrails built from a changed deny list (built and warmed in a worker thread first)."""
@@ -352,6 +334,8 @@ class Gateway:
         fresh = self.make_guardrails()
         fresh.warm_up()
         self.guardrails, self._deny_stamp = fresh, stamp
+        for pipeline in self.pipelines.values():
+            pipeline.guardrails = fresh
         log.info("PII deny list reloaded: %d known people", self.known_people)
         return True
 
@@ -488,100 +472,6 @@ class Gateway:
         self.metrics.backend_errors.labels(spec.name).inc()
         log.warning("request %s: %s", rec.request_id, exc)
         rec.fallbacks.append({"model": spec.name, "error": str(exc)[:300], "public": exc.public})
-
-    async def call_model(self, spec: ModelSpec, *, prompt: str | None, messages: list[dict] | None,
-                         params: dict[str, Any], passages: list[Passage], question: str) -> Answer:
-        t0 = time.perf_counter()
-        if spec.kind == "extractive":
-            loop = asyncio.get_running_loop()
-            got = await loop.run_in_executor(
-                self.pool, self.extractive.answer, question,
-                [(p.document_id, p.title, p.body, p.relevance) for p in passages])
-            if got is None:
-                raise _NoAnswer()
-            # No LLM ran: the answerer's word counts stand in for tokens, and say so.
-            usage = got.usage or {}
-            tin = int(usage.get("prompt_tokens") or estimate_tokens(question))
-            tout = int(usage.get("completion_tokens") or estimate_tokens(got.text))
-            return Answer(got.text, spec, tin, tout, backend_ms=(time.perf_counter() - t0) * 1000,
-                          usage_source="estimate")
-        if spec.prompt_style == "completion":
-            body = {"model": spec.upstream_name, "prompt": prompt, **params}
-            data = await self.backends.post_json(spec, "/completions", body)
-            text = (data.get("choices") or [{}])[0].get("text", "")
-            finish = (data.get("choices") or [{}])[0].get("finish_reason") or "stop"
-        else:
-            body = {"model": spec.upstream_name, "messages": messages, **params}
-            data = await self.backends.post_json(spec, "/chat/completions", body)
-            choice = (data.get("choices") or [{}])[0]
-            text = (choice.get("message") or {}).get("content") or ""
-            finish = choice.get("finish_reason") or "stop"
-        usage = data.get("usage") or {}
-        source = "backend" if "prompt_tokens" in usage and "completion_tokens" in usage else "estimate"
-        tin = int(usage.get("prompt_tokens") or estimate_tokens(prompt or orjson.dumps(messages).decode()))
-        tout = int(usage.get("completion_tokens") or estimate_tokens(text))
-        return Answer(text.strip(), spec, tin, tout, finish, (time.perf_counter() - t0) * 1000, source)
-
-    def render(self, spec: ModelSpec, use_case: str, release: Release, question: str,
-               passages: list[Passage], user_params: dict[str, Any]) -> tuple[str | None, list[dict] | None, dict]:
-        if spec.kind == "extractive":
-            return None, None, {}
-        version = self.prompts[use_case].get(release.prompt_version)
-        contexts = [p.text for p in passages]
-        budget = min(self.settings.use_cases[use_case].context_chars, spec.context_length * 3)
-        if spec.prompt_style == "completion":
-            prompt, params = version.render_completion(question, contexts, max_context_chars=budget)
-            messages = None
-        else:
-            messages, params = version.render_chat(question, contexts, max_context_chars=budget)
-            prompt = None
-        params = dict(params)
-        for k in ("temperature", "top_p", "seed"):
-            if k in user_params:
-                params[k] = user_params[k]
-        if user_params.get("max_tokens"):
-            params["max_tokens"] = min(int(user_params["max_tokens"]), int(params.get("max_tokens") or 1024))
-        return prompt, messages, params
-
-    async def answer_with_fallback(self, decision: RouteDecision, rec: RequestRecord, *, use_case: str,
-                                   release: Release, question: str, passages: list[Passage],
-                                   user_params: dict[str, Any]) -> Answer:
-        last: Exception | None = None
-        for spec in decision.chain:
-            now = time.monotonic()
-            if not self.router.breaker.allow(spec.name, now):
-                rec.fallbacks.append({"model": spec.name, "error": "circuit open"})
-                continue
-            try:
-                prompt, messages, params = self.render(spec, use_case, release, question, passages, user_params)
-                ans = await self.call_model(spec, prompt=prompt, messages=messages, params=params,
-                                            passages=passages, question=question)
-            except BackendError as exc:
-                self._backend_failed(spec, exc, rec)
-                last = exc
-                if not exc.retryable:
-                    break
-                continue
-            except _NoAnswer:
-                rec.fallbacks.append({"model": spec.name, "error": "no sentence relevant enough"})
-                last = _NoAnswer()
-                continue
-            self.router.breaker.success(spec.name)
-            problem = grounding_problem(ans.text, question, passages) if spec.kind == "openai" else None
-            if problem is not None:
-                rec.add_usage(spec, ans.tokens_in, ans.tokens_out, ans.usage_source)  # generated, so paid for
-                # The backend works but this answer is not grounded: try the next tier, else say "I don't know".
-                rec.fallbacks.append({"model": spec.name, "error": f"ungrounded answer: {problem}"})
-                rec.guardrail_events.append({"stage": "output", "rule": "grounding", "action": "rejected",
-                                             "detail": {"model": spec.name, "problem": problem}})
-                self.metrics.guardrail_blocks.labels("grounding").inc()
-                last = _NoAnswer()
-                continue
-            return ans
-        if isinstance(last, _NoAnswer):
-            raise last
-        raise ApiError(502, f"every backend failed for this request: {rec.failures()}",
-                       "backend_error") from last
 
     # ------------------------------------------------------------------ /v1/chat/completions
 
@@ -830,8 +720,11 @@ class Gateway:
     # ------------------------------------------------------------------ use cases (RAG)
 
     async def chat_use_case(self, key: ApiKey, body: dict[str, Any], rec: RequestRecord) -> Response:
+        """A use case's answer: the HTTP side (release, limits, the request log, the response or its stream)
+        around the use case's RagPipeline, whose steps do the rest."""
         use_case = body["model"]
         uc = self.settings.use_cases[use_case]
+        pipeline = self.pipelines[use_case]
         rec.use_case = use_case
         self.authorize(key, "chat", use_case=use_case)
         manifest = self.manifest.current
@@ -847,54 +740,96 @@ class Gateway:
         est = estimate_tokens(question_raw) + uc.context_chars // 4 + int(body.get("max_tokens") or 256)
         subjects = self.admit(key, est)
         try:
-            gr = self.guardrails.check_input(use_case, messages, body.get("tools"), body.get("tool_choice"))
+            gr = pipeline.guard(messages, body.get("tools"), body.get("tool_choice"))
         except GuardrailViolation as exc:
             rec.guardrail_events = [e.to_dict() for e in exc.events]
             self.limiter.settle(subjects, est, 0, time.monotonic())
             self.metrics.guardrail_blocks.labels(exc.rule).inc()
             raise ApiError(400, exc.message, "guardrail_blocked", exc.rule) from exc
         rec.guardrail_events = [e.to_dict() for e in gr.events]
-        question = last_user_text(gr.messages)
+        params = {k: body[k] for k in ("temperature", "top_p", "seed", "max_tokens") if k in body}
         try:
-            answer, passages, decision, idx_version = await self.run_release(use_case, uc, choice.release, key, question, body, rec)
-        except ApiError:
-            self.limiter.settle(subjects, est, 0, time.monotonic())
-            raise
-        rec.index_version = idx_version
-        sources = [p.public(i + 1) for i, p in enumerate(passages)]
-        rec.retrieved = [{"chunk_id": p.chunk_id, "document_id": p.document_id, "score": round(p.score, 6),
-                          "relevance": round(p.relevance, 4)} for p in passages]
-        rec.question = self.log_content(question)
-        if dep.shadow is not None and shadow_sampled(rec.request_id, dep.shadow.sample_rate):
-            self.mirror(use_case, uc, dep.shadow.release, key, question, body, rec)
-        ext = {"request_id": rec.request_id, "use_case": use_case, "release": choice.release.name,
-               "canary": choice.canary, "model": rec.model, "route": rec.route_reason, "index_version": idx_version,
-               "prompt_version": choice.release.prompt_version, "sources": sources, "answered": answer is not None,
-               "guardrails": rec.guardrail_events}
-        text = answer.text if answer is not None else self.prompts[use_case].get(choice.release.prompt_version).no_answer
-        if answer is not None:
-            try:
-                out = self.guardrails.check_output(use_case, text, placeholders=gr.placeholders)
-            except GuardrailViolation as exc:
-                rec.guardrail_events += [e.to_dict() for e in exc.events]
+            result = await pipeline.run(choice.release, gr.messages, key.allowed_domains(), params, guarded=gr,
+                                        request_id=rec.request_id)
+        except RagError as exc:
+            self.record_result(rec, exc.result)
+            if exc.code == "guardrail_blocked":  # the answer was generated (and is paid for), then withheld
                 self.settle(key, subjects, est, rec)
-                raise ApiError(400, exc.message, "guardrail_blocked", exc.rule) from exc
-            text = out.text
-            rec.guardrail_events += [e.to_dict() for e in out.events]
-            ext["guardrails"] = rec.guardrail_events
-        rec.answer = self.log_content(text)
+            else:
+                self.limiter.settle(subjects, est, 0, time.monotonic())
+            raise rag_api_error(exc) from exc
+        self.record_result(rec, result)
+        if dep.shadow is not None and shadow_sampled(rec.request_id, dep.shadow.sample_rate):
+            self.mirror(use_case, dep.shadow.release, key, gr, params, rec)
+        ext = {"request_id": rec.request_id, "use_case": use_case, "release": choice.release.name,
+               "canary": choice.canary, "model": rec.model, "route": rec.route_reason,
+               "index_version": result.index_version, "prompt_version": choice.release.prompt_version,
+               "sources": [p.public(i + 1) for i, p in enumerate(result.sources)], "answered": result.answered,
+               "query": result.query, "rewritten": result.rewritten, "guardrails": rec.guardrail_events}
+        text = result.answer_text
         self.settle(key, subjects, est, rec)
         usage = rec.usage()
         ext.update(rec.usage_note())
         cid, created = "chatcmpl-" + rec.request_id[4:], int(time.time())
-        finish = answer.finish_reason if answer is not None else "stop"
         if rec.stream:
-            return StreamingResponse(self._stream_answer(cid, created, use_case, text, finish, usage, ext, rec),
+            return StreamingResponse(self._stream_answer(cid, created, use_case, text, result.finish_reason, usage,
+                                                         ext, rec),
                                      media_type="text/event-stream", headers={"x-request-id": rec.request_id})
         self.finish(rec)
         return _json({"id": cid, "object": "chat.completion", "created": created, "model": use_case,
-                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                   "finish_reason": result.finish_reason}],
                       "usage": usage, "agenix": ext}, request_id=rec.request_id)
+
+    def record_result(self, rec: RequestRecord, result: RagResult) -> None:
+        """What a pipeline run did, into the request's log record and the metrics."""
+        rec.model, rec.route_reason = result.model, result.route_reason or None
+        rec.index_version = result.index_version or None
+        rec.tokens_in, rec.tokens_out, rec.cost = result.tokens_in, result.tokens_out, result.cost
+        rec.usage_source = result.usage_source
+        rec.backend_ms = result.backend_ms
+        rec.fallbacks = result.fallbacks
+        rec.guardrail_events = result.guardrail_events
+        rec.retrieved = [{"chunk_id": p.chunk_id, "document_id": p.document_id, "score": round(p.score, 6),
+                          "relevance": round(p.relevance, 4)} for p in result.sources]
+        rec.question = self.log_content(result.question)
+        rec.query = self.log_content(result.query)
+        rec.rewritten = result.rewritten
+        rec.answer = self.log_content(result.answer_text) if result.answer_text else None
+        for f in result.fallbacks:
+            if "public" in f:  # a backend call failed (the pipeline told the circuit breaker)
+                self.metrics.backend_errors.labels(f["model"]).inc()
+        for e in result.guardrail_events:
+            if e["rule"] == "grounding":
+                self.metrics.guardrail_blocks.labels("grounding").inc()
+
+    def mirror(self, use_case: str, release: Release, key: ApiKey, guarded: Any, params: dict[str, Any],
+               primary: RequestRecord) -> None:
+        """Run the shadow release through the same pipeline on the (already redacted) request; its answer is
+        logged, never returned."""
+        if len(self._shadow_tasks) >= MAX_SHADOW_IN_FLIGHT:
+            self.shadow_dropped += 1
+            return
+
+        async def run() -> None:
+            rec = RequestRecord.start("chat", primary.request_id + "_shadow", key_id=key.key_id, team=key.team,
+                                      use_case=use_case, release=release.name, shadow=True,
+                                      requested_model=use_case, prompt_version=release.prompt_version)
+            try:
+                result = await self.pipelines[use_case].run(release, guarded.messages, key.allowed_domains(), params,
+                                                            guarded=guarded, request_id=rec.request_id)
+                self.record_result(rec, result)
+            except RagError as exc:
+                self.record_result(rec, exc.result)
+                err = rag_api_error(exc)
+                rec.status, rec.error_code = err.status, err.code
+            except Exception as exc:  # a shadow never affects the primary; record what went wrong
+                rec.status, rec.error_code = 500, type(exc).__name__
+            self.finish(rec)
+
+        task = asyncio.create_task(run())
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
 
     async def _stream_answer(self, cid: str, created: int, model: str, text: str, finish: str, usage: dict,
                              ext: dict, rec: RequestRecord) -> AsyncIterator[bytes]:
@@ -914,74 +849,6 @@ class Gateway:
         yield b"data: " + orjson.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
                                         "model": model, "choices": [], "usage": usage}) + b"\n\ndata: [DONE]\n\n"
         self.finish(rec)
-
-    async def run_release(self, use_case: str, uc: UseCaseSettings, release: Release, key: ApiKey, question: str,
-                          body: dict[str, Any], rec: RequestRecord) -> tuple[Answer | None, list[Passage], RouteDecision | None, int]:
-        index = self.indexes[use_case]
-        loop = asyncio.get_running_loop()
-        try:
-            idx, passages = await loop.run_in_executor(
-                self.pool, index.retrieve, question, release.index_version, key.allowed_domains())
-        except IndexUnavailable as exc:
-            # The reason names the index folder on the server: logged (and on /readyz for admin keys), not returned.
-            log.warning("request %s: %s", rec.request_id, exc)
-            raise ApiError(503, f"use case {use_case!r} has no servable index version yet", "index_unavailable") from exc
-        relevant = index.relevant(passages)
-        if not relevant:
-            rec.model, rec.route_reason = None, "nothing relevant retrieved -> no answer"
-            rec.tokens_in, rec.usage_source = estimate_tokens(question), "estimate"  # no model read it
-            return None, passages, None, idx.version
-        try:
-            decision = self.router.route(
-                release.model, text=question, prompt_tokens=estimate_tokens(question) + uc.context_chars // 4,
-                quality_tier=uc.quality_tier, simple_quality_tier=uc.simple_quality_tier, needs_context=True,
-                now=time.monotonic())
-        except NoBackendAvailable as exc:
-            raise ApiError(503, str(exc), "backend_unavailable", retry_after=exc.retry_after_s) from exc
-        except LookupError as exc:
-            raise ApiError(503, f"release {release.name}: model {release.model!r} is not enabled", "backend_unavailable") from exc
-        rec.route_reason = decision.reason
-        params = {k: body[k] for k in ("temperature", "top_p", "seed", "max_tokens") if k in body}
-        try:
-            ans = await self.answer_with_fallback(decision, rec, use_case=use_case, release=release, question=question,
-                                                  passages=relevant, user_params=params)
-        except _NoAnswer:
-            rec.model, rec.route_reason = None, decision.reason + "; no backend found an answer in the context"
-            if rec.usage_source is None:
-                rec.tokens_in, rec.usage_source = estimate_tokens(question), "estimate"
-            return None, relevant, decision, idx.version
-        rec.model, rec.backend_ms = ans.model.name, round(ans.backend_ms, 3)
-        rec.add_usage(ans.model, ans.tokens_in, ans.tokens_out, ans.usage_source)
-        if ans.model.name != decision.model.name:
-            rec.route_reason = decision.reason + f"; fell back to {ans.model.name}"
-        return ans, relevant, decision, idx.version
-
-    def mirror(self, use_case: str, uc: UseCaseSettings, release: Release, key: ApiKey, question: str,
-               body: dict[str, Any], primary: RequestRecord) -> None:
-        """Run the shadow release on a copy of the (already redacted) request; its answer is logged, never returned."""
-        if len(self._shadow_tasks) >= MAX_SHADOW_IN_FLIGHT:
-            self.shadow_dropped += 1
-            return
-
-        async def run() -> None:
-            rec = RequestRecord.start("chat", primary.request_id + "_shadow", key_id=key.key_id, team=key.team,
-                                      use_case=use_case, release=release.name, shadow=True,
-                                      requested_model=use_case, prompt_version=release.prompt_version)
-            try:
-                ans, passages, _, version = await self.run_release(use_case, uc, release, key, question, body, rec)
-                rec.index_version = version
-                rec.retrieved = [{"chunk_id": p.chunk_id, "document_id": p.document_id, "score": round(p.score, 6)} for p in passages]
-                rec.question = self.log_content(question)
-                rec.answer = self.log_content(ans.text if ans else None)
-            except ApiError as exc:
-                rec.status, rec.error_code = exc.status, exc.code
-            except Exception as exc:  # a shadow never affects the primary; record what went wrong
-                rec.status, rec.error_code = 500, type(exc).__name__
-            self.finish(rec)
-
-        task = asyncio.create_task(run())
-        self._shadow_tasks.add(task)
-        task.add_done_callback(self._shadow_tasks.discard)
 
     # ------------------------------------------------------------------ other endpoints
 
@@ -1125,8 +992,13 @@ class Gateway:
         return self.ready_error is None, body
 
 
-class _NoAnswer(Exception):
-    pass
+RAG_ERROR_STATUS = {"index_unavailable": 503, "backend_unavailable": 503, "backend_error": 502,
+                    "guardrail_blocked": 400}
+
+
+def rag_api_error(exc: RagError) -> ApiError:
+    """A pipeline failure in OpenAI's shape."""
+    return ApiError(RAG_ERROR_STATUS[exc.code], exc.message, exc.code, exc.rule, retry_after=exc.retry_after)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

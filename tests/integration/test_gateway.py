@@ -229,6 +229,62 @@ def test_nothing_relevant_retrieved_says_it_does_not_know(stack):
     assert resp.choices[0].message.content.startswith("I don't know")
 
 
+FOLLOW_UP = "How long is its run-in period?"
+
+
+def test_a_follow_up_question_is_answered_from_the_conversation(stack):
+    convo = [{"role": "user", "content": "I installed a PC-6360 Piston Compressor last week."},
+             {"role": "assistant", "content": "Good to hear. How can I help?"},
+             {"role": "user", "content": FOLLOW_UP}]
+    resp = stack.client().chat.completions.create(model="support-assistant", messages=convo)
+    ext = extension(resp)
+    assert ext["rewritten"] is True
+    assert ext["query"] == "How long is the run-in period of the PC-6360 Piston Compressor?"
+    assert ext["answered"] is True and "8 hours" in resp.choices[0].message.content  # the guide's run-in period
+    assert QUESTION_DOC in [s["document_id"] for s in ext["sources"]]
+    rec = next(r for r in stack.records(wait_for=ext["request_id"]) if r["request_id"] == ext["request_id"])
+    assert rec["question"] == FOLLOW_UP and rec["query"] == ext["query"] and rec["rewritten"] is True
+
+    alone = stack.client().chat.completions.create(model="support-assistant",
+                                                   messages=[{"role": "user", "content": FOLLOW_UP}])
+    assert extension(alone)["rewritten"] is False and extension(alone)["query"] == FOLLOW_UP
+    assert extension(alone)["answered"] is False
+    assert alone.choices[0].message.content.startswith("I don't know")
+
+
+def test_the_pipeline_built_from_config_runs_the_gateways_steps_without_http(stack, llm, monkeypatch):
+    """What an evaluation runs: the same RagPipeline, built from the config folder and the home alone."""
+    from serving.config import Release
+    from serving.pipeline import RagPipeline
+
+    monkeypatch.setenv("AGENIX_LLM_URL", llm.base_url)
+    pipeline = RagPipeline.from_config(stack.config, stack.home, "support-assistant")
+    release = Release(name="support-assistant-r1", model="auto", prompt_version="v1", index_version="live")
+    question = [{"role": "user", "content": QUESTION}]
+
+    async def run():
+        try:
+            production = await pipeline.run(release, question)
+            candidate = await pipeline.run(release, question, retrieval={"mode": "bm25", "top_k": 2})
+            with pytest.raises(ValueError, match="retrieval override .*mode"):
+                await pipeline.run(release, question, retrieval={"mode": "fuzzy"})
+            return production, candidate
+        finally:
+            await pipeline.close()
+
+    production, candidate = asyncio.run(run())
+    served = stack.client().chat.completions.create(model="support-assistant", messages=question)
+    ext = extension(served)
+    assert production.answer_text == served.choices[0].message.content and "80" in production.answer_text
+    assert production.model == ext["model"] and production.route_reason == ext["route"]
+    assert [p.document_id for p in production.sources] == [s["document_id"] for s in ext["sources"]]
+    assert production.index_version == ext["index_version"] and production.rewritten is False
+    assert production.latency_ms > 0 and production.tokens_in > 0 and production.usage_source == "estimate"
+    assert production.cost == 0.0  # the extractive tier is free in the price table
+    assert len(production.passages) == 4 and len(candidate.passages) == 2  # the override's top_k, beside production's
+    assert candidate.passages[0].document_id == QUESTION_DOC
+
+
 def test_data_domains_of_the_key_filter_retrieval(stack):
     resp = stack.client("tickets_only").chat.completions.create(
         model="support-assistant", messages=[{"role": "user", "content": QUESTION}])
