@@ -5,6 +5,19 @@ No generation, so no hallucination: the answer is one or two sentences copied fr
 platform's sentence encoder (all-MiniLM-L6-v2) in one batched call; when no sentence reaches the similarity
 threshold the answerer returns ``None`` and the caller says "I don't know".
 
+Similarity alone picks the wrong sentence in two ways customers hit (measured with customer-phrased questions,
+``agenix bench answers``): a sentence about *another* product ("We are commissioning a new SC-5500 ...", when the
+question names the PT-5500) and a sentence on the asked product that states a different attribute ("Keep the area
+around the CP-1190 tidy", asked for its flow). So each sentence's similarity is adjusted (``SelectionRules``):
+
+* product codes: a sentence (or, when it names none, its passage title) naming only *other* product codes than
+  the question's is never quoted; naming the asked code adds a little;
+* the asked attribute: content words of the question found in the sentence add up to ``lexical_weight``; a
+  question asking for a quantity prefers sentences with a number, a "why" question sentences stating a cause,
+  a "how do I fix" question sentences stating a remedy;
+* a question is never an answer: sentences ending in "?" and ones holding redaction placeholders
+  (``<PERSON_1>``: a customer's own words) are not quoted.
+
 No Dagster import.
 """
 
@@ -21,7 +34,9 @@ __all__ = [
     "ExtractiveAnswer",
     "ExtractiveAnswerer",
     "Passage",
+    "SelectionRules",
     "estimate_usage",
+    "product_codes",
     "split_sentences",
     "word_count",
 ]
@@ -116,6 +131,88 @@ def _as_passage(p: Any) -> Passage:
     return Passage(str(p.doc_id), str(getattr(p, "title", "") or ""), str(p.text), float(getattr(p, "score", 0.0)))
 
 
+# -- selection rules -------------------------------------------------------------------------------------------
+
+# A product code as customers type it: "GV-4150", "gv-4150", "GV 4150", "gv4150" (letters, then 3+ digits).
+_CODE = re.compile(r"\b([A-Za-z]{1,4})[- ]?(\d{3,6})\b")
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_\d+>")
+# fmt: off
+_STOPWORDS = frozenset(
+    """a an the of on in at to for from by with and or but if is are was were be been being it its this that these
+    those my our your their we i you he she they me us them what which who whom whose when where why how do does
+    did doing done can could should would will shall may might must have has had having get got not no any some
+    there here than then so too very just about into out up down over under again once more most other such only
+    own same all both each few nor s t don now need needs please tell know want much many long often hi hello
+    thanks thank new one first time put putting just""".split()
+)
+# fmt: on
+# (question cue, sentence cue): the kind of statement a kind of question asks for.
+_INTENTS = (
+    (re.compile(r"\b(why|cause[sd]?|causing|reason)\b"), re.compile(r"\b(cause[sd]?|because|due to|reason)\b")),
+    (re.compile(r"\b(fix|fixing|repair|solve|remedy|cure|resolve|do about|what to do|get rid)\b"),
+     re.compile(r"\b(fix|fixes|remedy|solution|solve|to resolve)\b")),
+)
+_QUANTITY = re.compile(
+    r"\b(how (many|much|long|often|heavy|big|far|fast|hot|cold|high|large|precise|accurate|strong|quick)|"
+    r"what (torque|size|weight|pressure|temperature|speed|power|range|rating|interval|diameter|load|flow|capacity)|"
+    r"max(imum)?|min(imum)?|rating|rated|range|limit|limits|torque|kw|bar|rpm|mm|kg|hours|days|months|"
+    r"temperatures?|weigh|warranty|clearance|interval|accuracy|dn|ip|kv)\b"
+)
+_DIGIT = re.compile(r"\d")
+
+
+def product_codes(text: str) -> set[str]:
+    """Product codes named in a text, canonical ("gv 4150" -> "GV4150")."""
+    return {(a + b).upper() for a, b in _CODE.findall(text)}
+
+
+def _content_words(text: str) -> set[str]:
+    words = {w.lower() for w in _WORD.findall(_CODE.sub(" ", text))}
+    return {w[:5] for w in words if w not in _STOPWORDS and not w.isdigit() and len(w) > 1}
+
+
+@dataclass(frozen=True)
+class SelectionRules:
+    """How a sentence's similarity to the question is adjusted before the best one is chosen (see the module
+    docstring). ``enabled=False`` is plain similarity, as before these rules."""
+
+    enabled: bool = True
+    other_product_penalty: float = 1.0  # effectively: never quote a sentence about another product
+    same_product_bonus: float = 0.03
+    lexical_weight: float = 0.15  # times the share of the question's content words the sentence holds
+    intent_bonus: float = 0.1
+    number_bonus: float = 0.06
+
+    def adjust(self, question: str, sentences: Sequence[str], titles: Sequence[str]) -> np.ndarray:
+        """Per sentence: the amount added to its similarity (negative: less likely quoted); ``-inf``: never."""
+        out = np.zeros(len(sentences), dtype=np.float32)
+        if not self.enabled:
+            return out
+        asked = product_codes(question)
+        q_words = _content_words(question)
+        q_lower = question.lower()
+        intents = [s_cue for q_cue, s_cue in _INTENTS if q_cue.search(q_lower)]
+        wants_number = bool(_QUANTITY.search(q_lower))
+        for i, (sentence, title) in enumerate(zip(sentences, titles, strict=True)):
+            if sentence.rstrip().endswith("?") or _PLACEHOLDER.search(sentence):
+                out[i] = -np.inf
+                continue
+            named = product_codes(sentence) or product_codes(title)
+            if asked and named:
+                if named & asked:
+                    out[i] += self.same_product_bonus
+                else:
+                    out[i] -= self.other_product_penalty
+            if q_words:
+                out[i] += self.lexical_weight * len(q_words & _content_words(sentence)) / len(q_words)
+            lowered = sentence.lower()
+            if any(cue.search(lowered) for cue in intents):
+                out[i] += self.intent_bonus
+            if wants_number and _DIGIT.search(_CODE.sub(" ", sentence)):
+                out[i] += self.number_bonus
+        return out
+
+
 # -- the answerer ----------------------------------------------------------------------------------------------
 
 
@@ -134,6 +231,9 @@ class ExtractiveAnswerer:
     :param use_titles: embed ``"<title>: <sentence>"`` so sentences that say "it" still match a question naming
         the product (measured: "It has a warranty of 24 months." in "HX-200 pump manual" went from 0.49 to 0.83
         for "How long is the warranty on the HX-200 pump?"); the quoted text never includes the title.
+    :param rules: the product / attribute / customer-voice adjustments (``SelectionRules()``); the threshold
+        applies to the plain similarity of the chosen sentence, so they change *which* sentence is quoted, not
+        whether the context holds an answer at all.
     """
 
     def __init__(
@@ -147,6 +247,7 @@ class ExtractiveAnswerer:
         duplicate_similarity: float = 0.9,
         max_candidates: int = 256,
         use_titles: bool = True,
+        rules: SelectionRules | None = None,
     ) -> None:
         if max_sentences < 1:
             raise ValueError("max_sentences must be at least 1")
@@ -158,6 +259,7 @@ class ExtractiveAnswerer:
         self.duplicate_similarity = duplicate_similarity
         self.max_candidates = max_candidates
         self.use_titles = use_titles
+        self.rules = rules if rules is not None else SelectionRules()
 
     def candidates(self, passages: Sequence[Any]) -> list[tuple[int, int, str]]:
         """(passage position, sentence index within the passage, sentence) for every quotable sentence."""
@@ -187,14 +289,15 @@ class ExtractiveAnswerer:
             for pi, _, sentence in cands
         ]
         sims, vecs = self.score(question, texts)
-        order = np.argsort(-sims, kind="stable")
+        ranked = sims + self.rules.adjust(question, [s for _, _, s in cands], [passages[pi].title for pi, _, _ in cands])
+        order = np.argsort(-ranked, kind="stable")
         best = int(order[0])
-        if sims[best] < self.threshold:
+        if not np.isfinite(ranked[best]) or sims[best] < self.threshold or ranked[best] < self.threshold:
             return None
         chosen = [best]
-        floor = max(self.threshold, float(sims[best]) - self.second_margin)
+        floor = float(ranked[best]) - self.second_margin
         for j in order[1:]:
-            if len(chosen) >= self.max_sentences or sims[j] < floor:
+            if len(chosen) >= self.max_sentences or ranked[j] < floor or sims[j] < self.threshold:
                 break
             if max(float(vecs[j] @ vecs[c]) for c in chosen) >= self.duplicate_similarity:
                 continue  # the same fact twice (overlapping chunks, duplicated docs)
