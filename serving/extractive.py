@@ -133,8 +133,8 @@ def _as_passage(p: Any) -> Passage:
 
 # -- selection rules -------------------------------------------------------------------------------------------
 
-# A product code as customers type it: "GV-4150", "gv-4150", "GV 4150", "gv4150" (letters, then 3+ digits).
-_CODE = re.compile(r"\b([A-Za-z]{1,4})[- ]?(\d{3,6})\b")
+# A product code as customers type it: "GV-4150", "gv-4150", "gv4150" (2-4 letters, then 3-6 digits; not "of 100").
+_CODE = re.compile(r"\b([A-Za-z]{2,4})-?(\d{3,6})\b")
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_\d+>")
 # fmt: off
 _STOPWORDS = frozenset(
@@ -151,6 +151,8 @@ _INTENTS = (
     (re.compile(r"\b(why|cause[sd]?|causing|reason)\b"), re.compile(r"\b(cause[sd]?|because|due to|reason)\b")),
     (re.compile(r"\b(fix|fixing|repair|solve|remedy|cure|resolve|do about|what to do|get rid)\b"),
      re.compile(r"\b(fix|fixes|remedy|solution|solve|to resolve)\b")),
+    (re.compile(r"\b(how often|interval|frequency|how frequently)\b"),
+     re.compile(r"\b(every|interval|per (day|week|month|year)|annually|daily|weekly|monthly)\b")),
 )
 _QUANTITY = re.compile(
     r"\b(how (many|much|long|often|heavy|big|far|fast|hot|cold|high|large|precise|accurate|strong|quick)|"
@@ -158,7 +160,9 @@ _QUANTITY = re.compile(
     r"max(imum)?|min(imum)?|rating|rated|range|limit|limits|torque|kw|bar|rpm|mm|kg|hours|days|months|"
     r"temperatures?|weigh|warranty|clearance|interval|accuracy|dn|ip|kv)\b"
 )
-_DIGIT = re.compile(r"\d")
+# A stated quantity: a number standing on its own ("100 l/min", "2,750", "-40 °C"), not the digits of a part
+# number ("CP-1190-SK9") or a code.
+_QUANTITY_NUMBER = re.compile(r"(?<![\w-])[-+±]?\d+(?:[.,]\d+)*(?![\w-]*\d)(?!-)")
 
 
 def product_codes(text: str) -> set[str]:
@@ -208,7 +212,7 @@ class SelectionRules:
             lowered = sentence.lower()
             if any(cue.search(lowered) for cue in intents):
                 out[i] += self.intent_bonus
-            if wants_number and _DIGIT.search(_CODE.sub(" ", sentence)):
+            if wants_number and _QUANTITY_NUMBER.search(_CODE.sub(" ", sentence)):
                 out[i] += self.number_bonus
         return out
 

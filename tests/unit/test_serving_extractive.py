@@ -281,7 +281,8 @@ GUIDE = ("guides/pt-5500", "Installation Guide: PT-5500 Pressure Transmitter",
 
 
 def test_product_codes_are_found_however_customers_type_them():
-    assert product_codes("my gv-4150 and the GV 4150, or gv4150? kit GV-4150-SK1") == {"GV4150"}
+    assert product_codes("my gv-4150 and the GV-4150, or gv4150? kit GV-4150-SK1") == {"GV4150"}
+    assert product_codes("a flow of 100 l/min at DN 300, tightened to 220 Nm") == set()  # quantities, not codes
     assert product_codes("the SC-5500 and PT-5500") == {"SC5500", "PT5500"}
 
 
