@@ -256,8 +256,8 @@ def run_questions(questions: Sequence[Question], home: Path, config_dir: Path, l
         headers = {"Authorization": f"Bearer {key}"}
         outcomes: list[Outcome] = []
         with TestClient(app) as client:
-            client.post("/v1/chat/completions", headers=headers,
-                        json={"model": USE_CASE, "messages": [{"role": "user", "content": "warm up: what is the warranty?"}]})
+            warm = [{"role": "user", "content": "warm up: what is the warranty?"}]
+            client.post("/v1/chat/completions", headers=headers, json={"model": USE_CASE, "messages": warm})
             for i, q in enumerate(questions):
                 t0 = time.perf_counter()
                 resp = client.post("/v1/chat/completions", headers=headers,
