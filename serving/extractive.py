@@ -235,9 +235,12 @@ class ExtractiveAnswerer:
     :param use_titles: embed ``"<title>: <sentence>"`` so sentences that say "it" still match a question naming
         the product (measured: "It has a warranty of 24 months." in "HX-200 pump manual" went from 0.49 to 0.83
         for "How long is the warranty on the HX-200 pump?"); the quoted text never includes the title.
-    :param rules: the product / attribute / customer-voice adjustments (``SelectionRules()``); the threshold
-        applies to the plain similarity of the chosen sentence, so they change *which* sentence is quoted, not
-        whether the context holds an answer at all.
+    :param rules: the product / attribute / customer-voice adjustments (``SelectionRules()``); ``threshold``
+        applies to the adjusted score of the chosen sentence.
+    :param min_similarity: ... and its plain similarity must reach this (sentences on the question's topic score
+        0.35 and up, off-topic ones 0.14 at most): "Tighten the foot mounting bolts of the CP-1190 to 35 Nm"
+        scored 0.40 for "we are putting in a cp-1190, what torque do the bolts need?", and the rules lift it
+        (asked product, "bolts", a stated quantity) above the threshold.
     """
 
     def __init__(
@@ -252,6 +255,7 @@ class ExtractiveAnswerer:
         max_candidates: int = 256,
         use_titles: bool = True,
         rules: SelectionRules | None = None,
+        min_similarity: float = 0.35,
     ) -> None:
         if max_sentences < 1:
             raise ValueError("max_sentences must be at least 1")
@@ -264,6 +268,7 @@ class ExtractiveAnswerer:
         self.max_candidates = max_candidates
         self.use_titles = use_titles
         self.rules = rules if rules is not None else SelectionRules()
+        self.min_similarity = min(min_similarity, threshold)
 
     def candidates(self, passages: Sequence[Any]) -> list[tuple[int, int, str]]:
         """(passage position, sentence index within the passage, sentence) for every quotable sentence."""
@@ -296,12 +301,12 @@ class ExtractiveAnswerer:
         ranked = sims + self.rules.adjust(question, [s for _, _, s in cands], [passages[pi].title for pi, _, _ in cands])
         order = np.argsort(-ranked, kind="stable")
         best = int(order[0])
-        if not np.isfinite(ranked[best]) or sims[best] < self.threshold or ranked[best] < self.threshold:
+        if not np.isfinite(ranked[best]) or ranked[best] < self.threshold or sims[best] < self.min_similarity:
             return None
         chosen = [best]
         floor = float(ranked[best]) - self.second_margin
         for j in order[1:]:
-            if len(chosen) >= self.max_sentences or ranked[j] < floor or sims[j] < self.threshold:
+            if len(chosen) >= self.max_sentences or ranked[j] < floor or sims[j] < self.min_similarity:
                 break
             if max(float(vecs[j] @ vecs[c]) for c in chosen) >= self.duplicate_similarity:
                 continue  # the same fact twice (overlapping chunks, duplicated docs)

@@ -9,7 +9,14 @@ import pytest
 
 from agenix_assets.core.config import ConfigError
 from agenix_assets.core.embedding import Embedder
-from serving.extractive import ExtractiveAnswerer, Passage, estimate_usage, product_codes, split_sentences
+from serving.extractive import (
+    ExtractiveAnswerer,
+    Passage,
+    SelectionRules,
+    estimate_usage,
+    product_codes,
+    split_sentences,
+)
 from serving.prompts import format_contexts, load_prompt_book, prompt_book_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -317,3 +324,15 @@ def test_a_how_to_fix_question_gets_the_remedy_not_the_cause(answerer):
     assert got is not None and "flush the line and clean or replace the seat" in got.text
     why = answerer.answer("why does my gv-4150 not close completely?", [guide])
     assert why is not None and "debris trapped on the valve seat" in why.text
+
+
+def test_a_sentence_on_topic_but_below_the_threshold_is_quoted_when_it_states_the_asked_attribute(answerer):
+    guide = ("guides/cp-1190", "Installation Guide: CP-1190 Centrifugal Process Pump",
+             "Leave at least 700 mm of free space around the CP-1190 for maintenance access. Tighten the foot "
+             "mounting bolts of the CP-1190 to 35 Nm in a crosswise sequence.", 0.4)
+    q = "we are putting in a cp-1190, what torque do the bolts need?"
+    plain = ExtractiveAnswerer(answerer.encoder, rules=SelectionRules(enabled=False))
+    assert plain.answer(q, [guide]) is None  # similarity alone: below the threshold
+    got = answerer.answer(q, [guide])
+    assert got is not None and "35 Nm" in got.text
+    assert answerer.answer("Who won the football world cup in 1954?", [guide]) is None  # off topic: still nothing
