@@ -10,6 +10,7 @@ llama.cpp server with the packaged Gemma 3 270M, guardrails), one at a time, and
 * accuracy: every expected fact string is in the answer (case, whitespace, Unicode forms and thousands
   separators normalised; the number and unit as the fact states them);
 * per-tier accuracy: which tier answered (``extractive``, ``gemma-3-270m``, or no answer);
+* refusals: one question per product the knowledge base cannot answer (a price, a colour); right = "I don't know";
 * latency p50/p95 of the whole request (client side, in-process).
 
 DEV split only: these templates are tuned on; the products used are those whose ``sha1(sku)`` starts with a hex
@@ -105,6 +106,14 @@ TEMPLATES: dict[str, list[str]] = {
     ],
 }
 
+# Questions about a product the knowledge base cannot answer (no price lists, colours or delivery dates in it): the
+# right answer is the use case's "I don't know" (the gateway's ``answered: false``).
+UNANSWERABLE = [
+    "what does a {sku} cost?",
+    "what colours does the {sku} come in?",
+    "who is the sales rep for the {sku} in austria?",
+]
+
 
 @dataclass
 class Question:
@@ -115,6 +124,7 @@ class Question:
     expected: list[str]
     document_id: str
     generator_question: str
+    answerable: bool = True
 
 
 def product_of(key: str) -> str:
@@ -155,6 +165,15 @@ def customer_questions(facts: Sequence[dict[str, Any]], split: str = "dev", vari
             code = sku.lower() if _pick(key, 2, f"case{v}") else sku
             out.append(Question(key, sku, attr, template.format(sku=code, symptom=symptom), [str(f["answer"])],
                                 str(f.get("document_id", "")), str(f.get("question", ""))))
+    return out
+
+
+def unanswerable_questions(questions: Sequence[Question]) -> list[Question]:
+    """One question the knowledge base cannot answer per product of ``questions`` (templates in turn)."""
+    out = []
+    for i, sku in enumerate(sorted({q.sku for q in questions})):
+        text = UNANSWERABLE[i % len(UNANSWERABLE)].format(sku=sku.lower() if i % 2 else sku)
+        out.append(Question(f"{sku}.unanswerable", sku, "unanswerable", text, [], "", "", answerable=False))
     return out
 
 
@@ -269,7 +288,10 @@ def run_questions(questions: Sequence[Question], home: Path, config_dir: Path, l
                 ext = body.get("agenix") or {}
                 text = body["choices"][0]["message"]["content"] or ""
                 tier = (ext.get("model") or "no_answer") if ext.get("answered") else "no_answer"
-                ok = all(fact_present(f, text) for f in q.expected) if ext.get("answered") else False
+                if q.answerable:
+                    ok = bool(ext.get("answered")) and all(fact_present(f, text) for f in q.expected)
+                else:
+                    ok = not ext.get("answered")
                 outcomes.append(Outcome(q.key, q.question, q.expected, text, tier, ok, round(ms, 1),
                                         str(ext.get("route") or ""),
                                         [s["document_id"] for s in ext.get("sources") or []]))
@@ -279,10 +301,12 @@ def run_questions(questions: Sequence[Question], home: Path, config_dir: Path, l
 
 
 def run(home: Path, config_dir: Path, *, split: str = "dev", variants: int = 1, llm_url: str | None = None,
-        limit: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+        limit: int | None = None, unanswerable: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     facts = [json.loads(line) for line in (home / "landing" / "_manifest" / "facts.jsonl").read_text().splitlines()
              if line.strip()]
     questions = customer_questions(facts, split, variants)
+    if unanswerable:
+        questions += unanswerable_questions(questions)
     if limit:
         questions = questions[:limit]
     log(f"{len(questions)} customer-phrased questions ({split} split) on {len(facts)} facts")
@@ -293,6 +317,10 @@ def run(home: Path, config_dir: Path, *, split: str = "dev", variants: int = 1, 
     for q, o in zip(questions, outcomes, strict=True):
         by_attr.setdefault(q.attribute, []).append(o)
     summary["attributes"] = {a: round(sum(o.correct for o in os_) / len(os_), 3) for a, os_ in sorted(by_attr.items())}
+    answerable = [o for q, o in zip(questions, outcomes, strict=True) if q.answerable]
+    refusals = [o for q, o in zip(questions, outcomes, strict=True) if not q.answerable]
+    summary["answerable"] = summarise(answerable) if answerable else None
+    summary["refusal_correct"] = round(sum(o.correct for o in refusals) / len(refusals), 4) if refusals else None
     return {
         "benchmark": "answers",
         "split": split,
@@ -311,6 +339,9 @@ def format_table(label: str, summary: dict[str, Any]) -> str:
              f"latency p50 {summary['latency_ms']['p50']:.0f} ms, p95 {summary['latency_ms']['p95']:.0f} ms"]
     for tier, t in summary["tiers"].items():
         lines.append(f"  {tier:<16} {t['correct']:>3}/{t['n']:<3} {t['accuracy']:.3f}")
+    if summary.get("answerable"):
+        lines.append(f"  answerable only: accuracy {summary['answerable']['accuracy']:.3f}; "
+                     f"refusals right: {summary['refusal_correct']}")
     return "\n".join(lines)
 
 

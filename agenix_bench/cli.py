@@ -204,6 +204,7 @@ def bench_answers(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="ask only the first N questions")] = None,
     label: Annotated[str, typer.Option(help="name of this run in the JSON (e.g. before, after)")] = "run",
+    unanswerable: Annotated[bool, typer.Option(help="also ask one unanswerable question per product")] = True,
     json_path: JsonOption = None,
 ) -> None:
     """Answer accuracy (overall and per tier) and latency p50/p95 of customer-phrased questions, through the gateway."""
@@ -212,7 +213,7 @@ def bench_answers(
     if split not in ("dev", "heldout", "all"):
         raise typer.BadParameter("expected dev, heldout or all", param_hint="--split")
     report = bench.run(home.expanduser(), config_dir, split=split, variants=variants, llm_url=llm_url, limit=limit,
-                       log=typer.echo)
+                       unanswerable=unanswerable, log=typer.echo)
     typer.echo(bench.format_table(label, report["summary"]))
     if json_path:
         bench.write_json(report, json_path, label)

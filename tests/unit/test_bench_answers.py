@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from agenix_bench.answers import Outcome, customer_questions, fact_present, split_of, summarise
+from agenix_bench.answers import (
+    Outcome,
+    customer_questions,
+    fact_present,
+    split_of,
+    summarise,
+    unanswerable_questions,
+)
 
 FACTS = [
     {"key": "GV-4150.install.run_in", "answer": "6 hours", "question": "How long is the run-in period of the GV-4150?",
@@ -35,3 +42,8 @@ def test_summary_counts_accuracy_per_tier():
     outs = [Outcome("a", "q", ["x"], "x", "extractive", True, 10.0), Outcome("b", "q", ["y"], "", "no_answer", False, 30.0)]
     s = summarise(outs)
     assert s["accuracy"] == 0.5 and s["tiers"]["extractive"]["accuracy"] == 1.0 and s["tiers"]["no_answer"]["n"] == 1
+
+
+def test_one_unanswerable_question_per_product_scored_as_a_refusal():
+    qs = unanswerable_questions(customer_questions(FACTS, "all"))
+    assert [q.sku for q in qs] == ["BV-6640", "GV-4150"] and not any(q.answerable or q.expected for q in qs)
