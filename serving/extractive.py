@@ -16,7 +16,9 @@ around the CP-1190 tidy", asked for its flow). So each sentence's similarity is 
   question asking for a quantity prefers sentences with a number, a "why" question sentences stating a cause,
   a "how do I fix" question sentences stating a remedy;
 * a question is never an answer: sentences ending in "?" and ones holding redaction placeholders
-  (``<PERSON_1>``: a customer's own words) are not quoted.
+  (``<PERSON_1>``: a customer's own words) are not quoted;
+* a sentence that only names the product ("The TR-6530 has a net weight of 15.6 kg." for "what does a tr-6530
+  cost?") is not quoted: it must hold a content word of the question or the kind of statement asked for.
 
 No Dagster import.
 """
@@ -186,6 +188,10 @@ class SelectionRules:
     lexical_weight: float = 0.15  # times the share of the question's content words the sentence holds
     intent_bonus: float = 0.1
     number_bonus: float = 0.06
+    # A sentence is quoted only if it supports the question beyond naming the product: it holds one of the
+    # question's content words, or the kind of statement asked for (a cause, a remedy, an interval, a quantity).
+    # "what does a CP-1190 cost?" then gets no quote of "The CP-1190 has a net weight of 273 kg".
+    require_support: bool = True
 
     def adjust(self, question: str, sentences: Sequence[str], titles: Sequence[str]) -> np.ndarray:
         """Per sentence: the amount added to its similarity (negative: less likely quoted); ``-inf``: never."""
@@ -201,6 +207,13 @@ class SelectionRules:
             if sentence.rstrip().endswith("?") or _PLACEHOLDER.search(sentence):
                 out[i] = -np.inf
                 continue
+            lowered = sentence.lower()
+            shared = len(q_words & _content_words(sentence)) if q_words else 0
+            cue = any(c.search(lowered) for c in intents)
+            quantity = wants_number and bool(_QUANTITY_NUMBER.search(_CODE.sub(" ", sentence)))
+            if self.require_support and q_words and not (shared or cue or quantity):
+                out[i] = -np.inf
+                continue
             named = product_codes(sentence) or product_codes(title)
             if asked and named:
                 if named & asked:
@@ -208,11 +221,10 @@ class SelectionRules:
                 else:
                     out[i] -= self.other_product_penalty
             if q_words:
-                out[i] += self.lexical_weight * len(q_words & _content_words(sentence)) / len(q_words)
-            lowered = sentence.lower()
-            if any(cue.search(lowered) for cue in intents):
+                out[i] += self.lexical_weight * shared / len(q_words)
+            if cue:
                 out[i] += self.intent_bonus
-            if wants_number and _QUANTITY_NUMBER.search(_CODE.sub(" ", sentence)):
+            if quantity:
                 out[i] += self.number_bonus
         return out
 

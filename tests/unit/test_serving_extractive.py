@@ -336,3 +336,12 @@ def test_a_sentence_on_topic_but_below_the_threshold_is_quoted_when_it_states_th
     got = answerer.answer(q, [guide])
     assert got is not None and "35 Nm" in got.text
     assert answerer.answer("Who won the football world cup in 1954?", [guide]) is None  # off topic: still nothing
+
+
+def test_a_sentence_that_only_names_the_asked_product_does_not_answer(answerer):
+    manual = ("manuals/tr-6530", "TR-6530 Tapered Roller Bearing",
+              "The TR-6530 belongs to the Halvorsen TR series of tapered roller bearings. The TR-6530 has a net "
+              "weight of 15.6 kg.", 0.5)
+    assert answerer.answer("what does a tr-6530 cost?", [manual]) is None
+    got = answerer.answer("how heavy is the tr-6530?", [manual])  # the quantity asked for, without the word
+    assert got is not None and "15.6 kg" in got.text
