@@ -6,6 +6,7 @@ Each command imports its benchmark when it runs, so loading this module (and `ag
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -189,3 +190,30 @@ def bench_gateway(
                   include_litellm=litellm, include_gemma=gemma, pin=pin, setup_litellm=setup, workdir=workdir,
                   litellm_venv=litellm_venv, litellm_config=litellm_config, keep=keep)
     print_table(run_gateway_benchmark(json_path, **kwargs))
+
+
+@bench_app.command("answers")
+def bench_answers(
+    home: Annotated[Path, typer.Option("--home", help="a materialized AGENIX_HOME (copied; never written)")] = Path(
+        os.environ.get("AGENIX_HOME", "~/.agenix")),
+    config_dir: Annotated[Path, typer.Option("--config", help="config folder the gateway loads")] = Path("config"),
+    split: Annotated[str, typer.Option(help="dev (sha1(sku) 0-7, tuned on), heldout (8-f) or all")] = "dev",
+    variants: Annotated[int, typer.Option(help="phrasings per fact")] = 1,
+    llm_url: Annotated[
+        str | None, typer.Option("--llm-url", help="OpenAI base URL of a running Gemma (default: start one)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="ask only the first N questions")] = None,
+    label: Annotated[str, typer.Option(help="name of this run in the JSON (e.g. before, after)")] = "run",
+    unanswerable: Annotated[bool, typer.Option(help="also ask one unanswerable question per product")] = True,
+    json_path: JsonOption = None,
+) -> None:
+    """Answer accuracy (overall and per tier) and latency p50/p95 of customer-phrased questions, through the gateway."""
+    from . import answers as bench
+
+    if split not in ("dev", "heldout", "all"):
+        raise typer.BadParameter("expected dev, heldout or all", param_hint="--split")
+    report = bench.run(home.expanduser(), config_dir, split=split, variants=variants, llm_url=llm_url, limit=limit,
+                       unanswerable=unanswerable, log=typer.echo)
+    typer.echo(bench.format_table(label, report["summary"]))
+    if json_path:
+        bench.write_json(report, json_path, label)

@@ -165,6 +165,11 @@ class RoutingSettings(Strict):
         default_factory=lambda: ["what", "what's", "when", "where", "which", "who", "how many", "how much",
                                  "how long", "how often", "is there", "does", "do you", "can i"]
     )
+    # False: a lookup *starts* with a marker. True: a marker anywhere, or a question mark at the end, makes a short
+    # question a lookup ("my GV-4150 is installed - how many hours should it run at reduced load?"): customers put
+    # their situation first. Lookups go to the use case's simple tier first (the extractive answerer); the LLM
+    # answers when that finds no sentence relevant enough.
+    simple_markers_anywhere: bool = False
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
 
 
@@ -178,6 +183,9 @@ class UseCaseSettings(Strict):
     top_k: int = Field(default=4, ge=1, le=50)
     min_relevance: float = Field(default=0.25, ge=-1, le=1)  # best dense similarity below this: "I don't know"
     context_chars: int = Field(default=1800, ge=200)
+    # Sources whose passages answer before any other's (manuals and policies over customers' tickets): when one
+    # of them is relevant, the others are left out of what the answer is made from (they stay in the sources).
+    authoritative_sources: list[str] = Field(default_factory=list)
     guardrails: dict[str, Any] = Field(default_factory=dict)  # serving.guardrails.GuardrailPolicy
 
 

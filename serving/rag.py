@@ -22,6 +22,7 @@ from agenix_assets.core.index import collection_name
 from agenix_assets.core.rag import index_servable, load_chunk_texts, load_retriever, read_gates
 
 from .config import UseCaseSettings
+from .extractive import product_codes
 
 DEFAULT_NAMESPACE = "agenix"
 
@@ -36,6 +37,9 @@ class Passage:
     text: str
     score: float  # final ranking score
     relevance: float  # dense cosine similarity of query and chunk (calibrated enough for "nothing relevant")
+    # Whether the passage is about the product the question names: True (its title or text names an asked product
+    # code), False (it names only other codes), None (the question names none, or the passage names none).
+    asked_product: bool | None = None
 
     @property
     def body(self) -> str:
@@ -158,33 +162,65 @@ class UseCaseIndex:
         idx = self.load(index_version)
         k = k or self.settings.top_k
         hits = idx.retriever.search(question, k=k, allowed_domains=allowed_domains)
+        asked = product_codes(question)
         passages = []
         for h in hits:
             meta = dict(h.metadata or {})
-            passages.append(
-                Passage(
-                    chunk_id=h.id,
-                    document_id=str(meta.get("document_id", "")),
-                    title=str(meta.get("title", "")),
-                    source=str(meta.get("source", "")),
-                    section=str(meta.get("section_path", "")),
-                    text=idx.texts.get(h.id, ""),
-                    score=float(h.score),
-                    relevance=float(h.features.get("dense", h.score)),
-                )
+            p = Passage(
+                chunk_id=h.id,
+                document_id=str(meta.get("document_id", "")),
+                title=str(meta.get("title", "")),
+                source=str(meta.get("source", "")),
+                section=str(meta.get("section_path", "")),
+                text=idx.texts.get(h.id, ""),
+                score=float(h.score),
+                relevance=float(h.features.get("dense", h.score)),
             )
+            p.asked_product = about_asked_product(asked, p)
+            passages.append(p)
         return idx, passages
 
     def relevant(self, passages: list[Passage]) -> list[Passage]:
-        """Passages worth putting in front of a model; empty means "I don't know"."""
+        """Passages worth putting in front of a model; empty means "I don't know".
+
+        Of the passages above the relevance floor: when the question names a product and some passage is about it,
+        passages about other products go (a small model states another product's number when it reads one); when
+        a passage of an authoritative source (``authoritative_sources``: the manuals, not a customer's ticket) is
+        relevant on its own, passages of other sources go. Retrieval order is kept."""
         if not passages or max(p.relevance for p in passages) < self.settings.min_relevance:
             return []
         floor = self.settings.min_relevance * 0.8
-        return [p for p in passages if p.relevance >= floor]
+        return prefer_answering_passages([p for p in passages if p.relevance >= floor],
+                                         self.settings.authoritative_sources, self.settings.min_relevance)
 
     def resident(self) -> list[str]:
         with self._lock:
             return list(self._loaded)
+
+
+def about_asked_product(asked: set[str], passage: Passage) -> bool | None:
+    """True if the passage (its title, else its text) names one of the asked product codes, False if it names only
+    others, None if either names none."""
+    if not asked:
+        return None
+    named = product_codes(passage.title) or product_codes(passage.text)
+    if not named:
+        return None
+    return bool(named & asked)
+
+
+def prefer_answering_passages(passages: list[Passage], authoritative: list[str] | tuple[str, ...],
+                              min_relevance: float) -> list[Passage]:
+    """The passages an answer should be made from (see ``UseCaseIndex.relevant``); never empty if ``passages``
+    is not."""
+    kept = passages
+    if any(p.asked_product for p in kept):
+        kept = [p for p in kept if p.asked_product is not False]
+    if authoritative:
+        docs = [p for p in kept if p.source in authoritative]
+        if any(p.relevance >= min_relevance for p in docs):
+            kept = docs
+    return kept
 
 
 _CITATION = re.compile(r"\[\d+\]")

@@ -5,8 +5,10 @@ A request names a model (then that model, then its declared fallbacks) or runs a
 
 * *complex*: long prompt (over ``large_prompt_tokens``) or a task marker ("compare", "step by step", ...) ->
   the cheapest enabled **large** model at or above the use case's quality tier, if there is one;
-* *simple*: a short question that reads like a lookup ("what is", "how long", ...) -> the cheapest model at or
-  above the use case's ``simple_quality_tier`` (this is where the extractive answerer can win);
+* *simple*: a short question that reads like a lookup ("what is", "how long", ...; with ``simple_markers_anywhere``
+  also "my GV-4150 is installed - how long ...?") -> the cheapest model at or above the use case's
+  ``simple_quality_tier`` (this is where the extractive answerer can win; the chain goes on to the LLM when it
+  finds no sentence relevant enough);
 * *standard*: everything else -> the cheapest model at or above the use case's quality tier.
 
 "Cheapest" is the estimated cost of this request from the price table; ties go to the lower tier. The chain
@@ -108,9 +110,17 @@ class Router:
         if m:
             return "complex", f"task marker {m.group(0)!r}"
         q_tokens = len(text.split())
-        if q_tokens <= s.simple_max_tokens and self._simple and self._simple.match(lowered.lstrip()):
+        if q_tokens <= s.simple_max_tokens and self.is_lookup(lowered):
             return "simple", f"short lookup question ({q_tokens} words)"
         return "standard", "no complexity marker"
+
+    def is_lookup(self, lowered: str) -> bool:
+        """A lookup marker opens the question, or (``simple_markers_anywhere``) appears anywhere in it or the text
+        ends with a question mark."""
+        text = lowered.strip()
+        if not self.settings.simple_markers_anywhere:
+            return bool(self._simple and self._simple.match(text))
+        return text.endswith("?") or bool(self._simple and self._simple.search(text))
 
     def _chain(self, first: list[ModelSpec], rest: list[ModelSpec], now: float) -> tuple[list[ModelSpec], list[str]]:
         ordered: list[ModelSpec] = []

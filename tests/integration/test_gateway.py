@@ -196,8 +196,10 @@ def test_use_case_answers_a_question_about_the_sample_company_with_its_sources(s
 def test_use_case_question_that_needs_the_llm_is_routed_to_gemma(stack):
     resp = stack.client().chat.completions.create(
         model="support-assistant",
-        messages=[{"role": "user", "content": "The anchor bolts of my PC-6360 Piston Compressor keep loosening, "
-                                              "which tightening torque should I use?"}])
+        # A request, not a short lookup question (those try the extractive tier first: routing's
+        # simple_markers_anywhere in gateway.yaml).
+        messages=[{"role": "user", "content": "The anchor bolts of my PC-6360 Piston Compressor keep loosening. "
+                                              "Please advise on the tightening torque to use."}])
     ext = extension(resp)
     assert ext["route"].startswith("standard") and "cheapest at tier >= 1: gemma-3-270m" in ext["route"]
     if ext["model"] != "gemma-3-270m":  # Gemma's answer failed the grounding check: the next tier answered

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from agenix_assets.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = ("pii", "retrieval", "retrieval-latency", "indexing", "index-copy", "gateway")
+BENCHMARKS = ("pii", "retrieval", "retrieval-latency", "indexing", "index-copy", "gateway", "answers")
 
 
 def test_agenix_bench_lists_every_benchmark():

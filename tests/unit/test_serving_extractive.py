@@ -9,7 +9,14 @@ import pytest
 
 from agenix_assets.core.config import ConfigError
 from agenix_assets.core.embedding import Embedder
-from serving.extractive import ExtractiveAnswerer, Passage, estimate_usage, split_sentences
+from serving.extractive import (
+    ExtractiveAnswerer,
+    Passage,
+    SelectionRules,
+    estimate_usage,
+    product_codes,
+    split_sentences,
+)
 from serving.prompts import format_contexts, load_prompt_book, prompt_book_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,3 +275,73 @@ def test_two_sentences_of_one_passage_are_quoted_in_reading_order_and_cited_once
     assert ans.text == "Pumps are covered for two years. Seals are covered for one year only. [1]"
     assert [c["sentence_index"] for c in ans.citations] == [0, 1]
     assert ans.confidence == 0.9
+
+
+# -- selection rules: the asked product, the asked attribute, never a customer's question ----------------------
+
+TICKET = ("TCK-1", "Installation question: SC-5500",
+          "We are commissioning a new SC-5500 Scroll Compressor and we cannot find the tightening torques for the "
+          "mounting bolts. Is there a torque table for the mounting bolts?", 0.6)
+GUIDE = ("guides/pt-5500", "Installation Guide: PT-5500 Pressure Transmitter",
+         "Tighten the process connection of the PT-5500 to 25 Nm. Leave at least 650 mm of free space around the "
+         "PT-5500 for maintenance access.", 0.5)
+
+
+def test_product_codes_are_found_however_customers_type_them():
+    assert product_codes("my gv-4150 and the GV-4150, or gv4150? kit GV-4150-SK1") == {"GV4150"}
+    assert product_codes("a flow of 100 l/min at DN 300, tightened to 220 Nm") == set()  # quantities, not codes
+    assert product_codes("the SC-5500 and PT-5500") == {"SC5500", "PT5500"}
+
+
+def test_a_sentence_about_another_product_is_never_quoted(answerer):
+    q = "torque for the bolts when mounting the pt-5500?"
+    got = answerer.answer(q, [TICKET, GUIDE])
+    assert got is not None and "25 Nm" in got.text and "SC-5500" not in got.text
+    # Only the other product's sentence in the context: no answer rather than its number.
+    assert answerer.answer(q, [TICKET]) is None
+
+
+def test_a_question_is_never_quoted_as_the_answer(answerer):
+    faq = ("kb-tr", "TR-6530 manual", "Is it suitable for continuous operation at high ambient temperatures? "
+           "The TR-6530 can be operated at temperatures from -40 °C to +110 °C.", 0.5)
+    got = answerer.answer("can I run the tr-6530 in the cold, what temperatures is it good for?", [faq])
+    assert got is not None and "-40 °C to +110 °C" in got.text and "?" not in got.text
+
+
+def test_the_sentence_stating_the_asked_attribute_wins_over_one_on_the_same_product(answerer):
+    manual = ("manuals/cp-1190", "CP-1190 Centrifugal Process Pump",
+              "Keep the area around the CP-1190 tidy so that leaks are noticed early. The rated motor power of the "
+              "CP-1190 is 11 kW. At nominal speed the CP-1190 delivers a flow rate of 100 l/min.", 0.5)
+    got = answerer.answer("what flow do I get out of a CP-1190?", [manual])
+    assert got is not None and "100 l/min" in got.text and "tidy" not in got.text
+
+
+def test_a_how_to_fix_question_gets_the_remedy_not_the_cause(answerer):
+    guide = ("troubleshooting/gv-4150", "Troubleshooting Guide: GV-4150 Gate Valve",
+             "Cause: The most likely cause of incomplete closing on the GV-4150 is debris trapped on the valve seat."
+             "\n\nFix: To fix incomplete closing on the GV-4150, flush the line and clean or replace the seat.", 0.5)
+    got = answerer.answer("what should I do about incomplete closing on the GV-4150?", [guide])
+    assert got is not None and "flush the line and clean or replace the seat" in got.text
+    why = answerer.answer("why does my gv-4150 not close completely?", [guide])
+    assert why is not None and "debris trapped on the valve seat" in why.text
+
+
+def test_a_sentence_on_topic_but_below_the_threshold_is_quoted_when_it_states_the_asked_attribute(answerer):
+    guide = ("guides/cp-1190", "Installation Guide: CP-1190 Centrifugal Process Pump",
+             "Leave at least 700 mm of free space around the CP-1190 for maintenance access. Tighten the foot "
+             "mounting bolts of the CP-1190 to 35 Nm in a crosswise sequence.", 0.4)
+    q = "we are putting in a cp-1190, what torque do the bolts need?"
+    plain = ExtractiveAnswerer(answerer.encoder, rules=SelectionRules(enabled=False))
+    assert plain.answer(q, [guide]) is None  # similarity alone: below the threshold
+    got = answerer.answer(q, [guide])
+    assert got is not None and "35 Nm" in got.text
+    assert answerer.answer("Who won the football world cup in 1954?", [guide]) is None  # off topic: still nothing
+
+
+def test_a_sentence_that_only_names_the_asked_product_does_not_answer(answerer):
+    manual = ("manuals/tr-6530", "TR-6530 Tapered Roller Bearing",
+              "The TR-6530 belongs to the Halvorsen TR series of tapered roller bearings. The TR-6530 has a net "
+              "weight of 15.6 kg.", 0.5)
+    assert answerer.answer("what does a tr-6530 cost?", [manual]) is None
+    got = answerer.answer("how heavy is the tr-6530?", [manual])  # the quantity asked for, without the word
+    assert got is not None and "15.6 kg" in got.text

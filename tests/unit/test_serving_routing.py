@@ -88,3 +88,17 @@ def test_circuit_breaker_opens_after_consecutive_failures_and_allows_one_trial_a
     assert cb.allow("m", 64.3) is True
     cb.success("m")
     assert cb.state("m", 64.4) == "closed" and cb.allow("m", 64.4)
+
+
+def test_customer_phrasing_is_a_lookup_when_markers_may_appear_anywhere(registry):
+    question = "my GV-4150 is installed - how many hours should it run at reduced load?"
+    start_only = Router(registry, RoutingSettings())
+    assert start_only.classify(question, 300)[0] == "standard"
+    anywhere = Router(registry, RoutingSettings(simple_markers_anywhere=True))
+    assert anywhere.classify(question, 300)[0] == "simple"
+    assert anywhere.classify("temperature limits of the cp-1190?", 300)[0] == "simple"  # ends with "?"
+    assert anywhere.classify("Explain why my GV-4150 leaks at the stem?", 300)[0] == "complex"  # a task stays complex
+    assert anywhere.classify("I installed a GV-4150 yesterday.", 300)[0] == "standard"
+    d = anywhere.route("auto", text=question, prompt_tokens=300, quality_tier=1, simple_quality_tier=0,
+                       needs_context=True, now=0.0)
+    assert [m.name for m in d.chain][:2] == ["extractive", "gemma-3-270m"]  # the LLM when nothing is extractable
