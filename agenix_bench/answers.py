@@ -261,7 +261,7 @@ def llm_server(url: str | None, log: Callable[[str], None]) -> Iterator[str]:
 def run_questions(questions: Sequence[Question], home: Path, config_dir: Path, llm_url: str,
                   log: Callable[[str], None] = print) -> list[Outcome]:
     """Ask every question through the gateway app (a throw-away copy of ``home``; one key; sequential)."""
-    from starlette.testclient import TestClient
+    from fastapi.testclient import TestClient
 
     from serving.app import create_app
     from serving.auth import KeyStore, keys_file
