@@ -186,6 +186,12 @@ class UseCaseSettings(Strict):
     # Sources whose passages answer before any other's (manuals and policies over customers' tickets): when one
     # of them is relevant, the others are left out of what the answer is made from (they stay in the sources).
     authoritative_sources: list[str] = Field(default_factory=list)
+    # With authoritative sources, retrieval searches top_k x this many and puts their relevant passages first.
+    authoritative_pool: int = Field(default=3, ge=1, le=10)
+    # When the extractive tier finds no sentence in the retrieved context that answers the question, say "I don't
+    # know" instead of asking the next model in the chain (which, given the same context, can only guess).
+    # Backend failures still fall back.
+    no_answer_is_final: bool = False
     guardrails: dict[str, Any] = Field(default_factory=dict)  # serving.guardrails.GuardrailPolicy
 
 

@@ -187,6 +187,17 @@ def _append(text: str, phrase: str) -> str:
     return f"{core} {phrase}{stripped[len(core):]}"
 
 
+# Words that say nothing about a product's situation ("I installed a GV-4150.", "We run a ... in our plant.").
+_SITUATION_STOP = frozenset("""
+i we you our my your a an the this that it its in on at of for to and or also just have has had got is are was were be
+been run runs running use uses using used installed install bought buy ordered order plant site factory here there
+""".split())
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
 def rewrite_query(messages: list[dict[str, Any]]) -> tuple[str, bool]:
     """The standalone question of a conversation's last user message, and whether it was rewritten.
 
@@ -221,6 +232,16 @@ def rewrite_query(messages: list[dict[str, Any]]) -> tuple[str, bool]:
     product = latest("product")
     if product and (refers or not now.any()):
         query = _resolve_product(query, product)
+        # What the customer said about the product ("Our PT-5500 has no output signal since yesterday.") is what
+        # "What is the most likely cause?" asks about: carry the latest such statement along.
+        for m in reversed(earlier):
+            text = message_text(m.get("content")).strip()
+            if m["role"] == "user" and text and not text.endswith("?") and \
+                    len(set(_PRODUCT_CODE.findall(text))) == 1 and find_entities(text).product == product:
+                said = set(_words(text)) - set(_words(product)) - _SITUATION_STOP
+                if len(said) >= 3 and not said <= set(_words(query)):
+                    query = f"{query} ({text})"
+                break
     elif not now.region and (refers or not now.any() or now.topic):
         # A policy follow-up ("And how long is the RMA number valid?") stays with the region asked about.
         region = latest("region")
@@ -350,6 +371,29 @@ MAX_RETRIEVAL_OVERRIDES = 4
 
 
 # ------------------------------------------------------------------------------------------------ the pipeline
+
+
+def asked_product_missing(query: str, passages: list[Passage]) -> list[str]:
+    """The product codes the question names that no passage to answer from is about. A question about a product
+    the knowledge base does not hold must get "I don't know", not another product's figure."""
+    from .extractive import product_codes
+
+    asked = product_codes(query)
+    if not asked or any(p.asked_product for p in passages):
+        return []
+    return sorted(asked)
+
+
+def unsupported_sentences(answer: str, passages: list[Passage]) -> str | None:
+    """Why a generated answer is not grounded, by the judge-free groundedness measure the evaluation reports
+    (core/evaluation.groundedness): each sentence's numbers in the context, most of its content words in one
+    passage. A small model that does not know invents plausible prose ("comes in a variety of colours")."""
+    from agenix_assets.core.evaluation import groundedness
+
+    g = groundedness(answer, [p.text for p in passages])
+    if g.score is None or g.score >= 1.0:
+        return None
+    return f"sentence not supported by the context: {g.unsupported[0][:120]!r}"
 
 
 class RagPipeline:
@@ -578,6 +622,8 @@ class RagPipeline:
             except NoAnswer:
                 result.fallbacks.append({"model": spec.name, "error": "no sentence relevant enough"})
                 last = NoAnswer()
+                if self.settings.no_answer_is_final:
+                    break
                 continue
             self.router.breaker.success(spec.name)
             try:
@@ -607,7 +653,9 @@ class RagPipeline:
         must be grounded in the passages; the output guardrail then scans it (GuardrailViolation when its policy
         blocks). Events go to ``result``."""
         events = result.guardrail_events if result is not None else []
-        problem = grounding_problem(ans.text, question, passages) if ans.model.kind == "openai" else None
+        problem = None
+        if ans.model.kind == "openai":
+            problem = grounding_problem(ans.text, question, passages) or unsupported_sentences(ans.text, passages)
         if problem is not None:
             events.append({"stage": "output", "rule": "grounding", "action": "rejected",
                            "detail": {"model": ans.model.name, "problem": problem}})
@@ -659,8 +707,10 @@ class RagPipeline:
             log.warning("request %s: %s", request_id, exc)
             raise RagError("index_unavailable", f"use case {self.use_case!r} has no servable index version yet",
                            result) from exc
-        if not relevant:
-            result.route_reason = "nothing relevant retrieved -> no answer"
+        missing = asked_product_missing(query, relevant)
+        if not relevant or missing:
+            result.route_reason = (f"the asked product ({', '.join(missing)}) is in no relevant passage -> no answer"
+                                   if relevant else "nothing relevant retrieved -> no answer")
             result.tokens_in, result.usage_source = estimate_tokens(query), "estimate"  # no model read it
             result.answer_text = self.no_answer(release)
             return

@@ -161,7 +161,10 @@ class UseCaseIndex:
                  k: int | None = None) -> tuple[LoadedIndex, list[Passage]]:
         idx = self.load(index_version)
         k = k or self.settings.top_k
-        hits = idx.retriever.search(question, k=k, allowed_domains=allowed_domains)
+        # With authoritative sources, search a wider pool so a relevant manual or policy ranked below customers'
+        # tickets still makes the top k (see ``authoritative_first``).
+        pool = k * self.settings.authoritative_pool if self.settings.authoritative_sources else k
+        hits = idx.retriever.search(question, k=pool, allowed_domains=allowed_domains)
         asked = product_codes(question)
         passages = []
         for h in hits:
@@ -178,7 +181,9 @@ class UseCaseIndex:
             )
             p.asked_product = about_asked_product(asked, p)
             passages.append(p)
-        return idx, passages
+        if pool > k:
+            passages = authoritative_first(passages, self.settings.authoritative_sources, self.settings.min_relevance)
+        return idx, passages[:k]
 
     def relevant(self, passages: list[Passage]) -> list[Passage]:
         """Passages worth putting in front of a model; empty means "I don't know".
@@ -207,6 +212,19 @@ def about_asked_product(asked: set[str], passage: Passage) -> bool | None:
     if not named:
         return None
     return bool(named & asked)
+
+
+def authoritative_first(passages: list[Passage], authoritative: list[str] | tuple[str, ...],
+                        min_relevance: float) -> list[Passage]:
+    """Passages of an authoritative source that are relevant on their own, the asked product's first, ahead of the
+    rest; retrieval order otherwise. A question worded like a customer's ticket ("how many days do I have to
+    send something back?") retrieves tickets first, while the answer is in the returns policy."""
+    def key(item: tuple[int, Passage]) -> tuple[int, int, int]:
+        rank, p = item
+        return (0 if p.source in authoritative and p.relevance >= min_relevance else 1,
+                0 if p.asked_product else 1 if p.asked_product is None else 2, rank)
+
+    return [p for _, p in sorted(enumerate(passages), key=key)]
 
 
 def prefer_answering_passages(passages: list[Passage], authoritative: list[str] | tuple[str, ...],

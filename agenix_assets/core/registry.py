@@ -164,7 +164,12 @@ def _use_case_files(config_dir: Path, use_case: str) -> tuple[Path, Path, dict[s
     settings = load_yaml_model(gateway, GatewaySettings).use_cases.get(use_case) if gateway.is_file() else None
     if settings is not None:
         serving = {"top_k": settings.top_k, "min_relevance": settings.min_relevance,
-                   "context_chars": settings.context_chars}
+                   "context_chars": settings.context_chars,
+                   # Which passages answer and which tier answers first change answers as much as top_k does.
+                   "authoritative_sources": settings.authoritative_sources,
+                   "authoritative_pool": settings.authoritative_pool, "quality_tier": settings.quality_tier,
+                   "simple_quality_tier": settings.simple_quality_tier,
+                   "no_answer_is_final": settings.no_answer_is_final}
         return config_dir / settings.prompts, config_dir / settings.rag_config, serving
     rag = next((p for p in sorted((config_dir / "rag").glob("*.yaml"))
                 if load_yaml_model(p, RagSettings).use_case == use_case), None)

@@ -92,3 +92,47 @@ def test_entities_name_products_with_codes_topics_and_regions():
     got = find_entities("I live in Germany and returned a BV-120 Ball Valve, galvanised, under the warranty")
     assert (got.product, got.topic, got.region) == ("BV-120 Ball Valve", "warranty", "Germany")
     assert find_entities("Tell me something nice.").any() is False
+
+
+def test_what_the_customer_said_about_the_product_is_carried_into_a_bare_follow_up():
+    convo = [user("Our PT-5500 has no output signal since yesterday."), assistant("Check the loop supply."),
+             user("What is the most likely cause?")]
+    assert rewrite_query(convo) == (
+        "What is the most likely cause for the PT-5500? (Our PT-5500 has no output signal since yesterday.)", True)
+
+
+def _passage(doc, text, source="kb_documents", relevance=0.5, asked=None):
+    from serving.rag import Passage
+
+    p = Passage(chunk_id=doc, document_id=doc, title=doc, source=source, section="", text=text, score=relevance,
+                relevance=relevance)
+    p.asked_product = asked
+    return p
+
+
+def test_a_question_about_a_product_no_passage_is_about_gets_no_answer():
+    from serving.pipeline import asked_product_missing
+
+    other = [_passage("manuals/bv-2400", "The BV-2400 weighs 126.5 kg.", asked=False)]
+    assert asked_product_missing("How heavy is the BV-2470 ball valve?", other) == ["BV2470"]
+    mine = [*other, _passage("manuals/bv-2470", "The BV-2470 weighs 80 kg.", asked=True)]
+    assert asked_product_missing("How heavy is the BV-2470 ball valve?", mine) == []
+    assert asked_product_missing("How long do I have to return goods?", other) == []  # names no product
+
+
+def test_an_llm_answer_with_a_sentence_the_context_does_not_support_is_rejected():
+    from serving.pipeline import unsupported_sentences
+
+    context = [_passage("guides/gv", "After installation, operate the GV-4150 at reduced load for a run-in period "
+                                     "of 6 hours.")]
+    assert unsupported_sentences("The run-in period of the GV-4150 is 6 hours.", context) is None
+    assert "variety of colours" in unsupported_sentences("The GV-4150 comes in a variety of colours.", context)
+
+
+def test_relevant_authoritative_passages_come_before_tickets():
+    from serving.rag import authoritative_first
+
+    ticket = _passage("TCK-1", "How many days do I have to send back a pump?", source="support_tickets", relevance=0.6)
+    policy = _passage("policies/returns", "Goods can be returned within 30 days.", relevance=0.45)
+    weak = _passage("manuals/x", "Typical applications are cooling circuits.", relevance=0.1)
+    assert authoritative_first([ticket, weak, policy], ["kb_documents"], 0.3) == [policy, ticket, weak]
