@@ -13,12 +13,14 @@ import dagster as dg
 
 from .assets.governance import build_governance_assets, privacy_review_key
 from .assets.rag import build_rag_assets
+from .assets.evaluation import build_evaluation_assets
 from .assets.release import MODEL_REGISTRY, build_model_registry_asset, build_release_assets
 from .assets.sources import build_source_assets, raw_key
 from .assets.transform import build_transform_assets, dbt_resource
 from .core.config import load_project_config
 from .core.paths import AgenixPaths
 from .resources.embedder import EmbedderResource
+from .resources.llm import ModelServerResource
 from .resources.platform import AgenixResource
 from .resources.vector_store import VectorStoreResource
 from .resources.warehouse import WarehouseResource
@@ -47,6 +49,7 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         *[a for settings in config.rag for a in build_rag_assets(settings)],
         build_model_registry_asset(),
         *[a for settings in config.rag for a in build_release_assets(settings.use_case)],
+        *[a for settings in config.rag for a in build_evaluation_assets(settings.use_case)],
     ]
     use_cases = [settings.use_case for settings in config.rag]
 
@@ -102,6 +105,7 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
             "dbt": dbt_resource(),
             "vector_store": VectorStoreResource(path=str(paths.chroma) if paths else None),
             "embedder": EmbedderResource(),
+            "model_servers": ModelServerResource(),
         },
         # One step at a time in the run's own process: nearly every step writes the DuckDB file, which one
         # process may hold at a time, so parallel step processes would only contend for its lock (and, on an

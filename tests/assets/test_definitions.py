@@ -57,7 +57,7 @@ def test_every_materializable_asset_has_a_group_and_an_owner():
     graph = build_definitions().resolve_asset_graph()
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
-        assert node.group_name in {"governance", "sources", "transform", "rag", "registry", "release"}, key
+        assert node.group_name in {"governance", "sources", "transform", "rag", "registry", "release", "evaluation"}, key
         assert node.owners and all(o.startswith("team:") for o in node.owners), key
 
 
