@@ -18,6 +18,7 @@ from serving.keys_cli import keys_app  # the gateway's key management lives with
 
 from .core.config import ConfigError, load_project_config, load_yaml_model
 from .core.paths import AgenixPaths
+from .eval_cli import eval_command
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agenix: a private LLM + RAG platform on Dagster.")
 
@@ -40,6 +41,7 @@ run_monitoring:
 # The benchmarks are their own package; its CLI module imports no benchmark until a command runs.
 app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
+app.command("eval")(eval_command)
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Platform folder (default: $AGENIX_HOME or .agenix)", show_default=False)
@@ -347,6 +349,8 @@ def up(
         llm.start(wait=False)
         if not skip_materialize:
             subprocess.run([*agenix, "sample-data", "--scale", scale, "--if-missing"], env=env, check=True)
+            # The eval report at the end of the run asks the model server: it must be up by then.
+            llm.wait_ready(timeout=120)
             if subprocess.run([*agenix, "materialize"], env=env).returncode != 0:
                 typer.echo("[up] materialization failed: the UI shows which step and why", err=True)
         llm.wait_ready(timeout=120)
