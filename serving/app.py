@@ -57,6 +57,7 @@ from .logs import ContentPolicy, JsonlLog, LogKeyMissing
 from .manifest import ManifestWatcher, pick_release, shadow_sampled
 from .metrics import GatewayMetrics
 from .pipeline import (
+    ChargesUsage,
     RagError,
     RagPipeline,
     RagResult,
@@ -138,7 +139,7 @@ def transcript_prompt(messages: list[dict[str, Any]]) -> str:
 
 
 @dataclass
-class RequestRecord:
+class RequestRecord(ChargesUsage):
     """What the request log keeps of one request (see logs.py for the flush policy)."""
 
     request_id: str
@@ -185,15 +186,6 @@ class RequestRecord:
         """The backends tried and why each failed, for the client's error message: the public reason only (the
         backend's own error text and address stay in ``error``, for the request log)."""
         return "; ".join(f"{f['model']}: {f.get('public', f['error'])}" for f in self.fallbacks)
-
-    def add_usage(self, spec: ModelSpec, tokens_in: int, tokens_out: int, source: str) -> None:
-        """Charge one model call; a request that tried several (an answer rejected as ungrounded, then the next
-        tier) pays for each. One estimated part makes the whole count an estimate."""
-        self.tokens_in += tokens_in
-        self.tokens_out += tokens_out
-        self.cost += spec.cost(tokens_in, tokens_out)
-        order = (None, "backend", "tokenizer", "estimate")
-        self.usage_source = max(self.usage_source, source, key=order.index)
 
     def usage(self) -> dict[str, int]:
         return {"prompt_tokens": self.tokens_in, "completion_tokens": self.tokens_out,

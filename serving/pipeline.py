@@ -268,8 +268,27 @@ class Answer:
     usage_source: str = "backend"
 
 
+class ChargesUsage:
+    """``add_usage`` for records with ``tokens_in``, ``tokens_out``, ``cost`` and ``usage_source`` (RagResult, the
+    gateway's request record)."""
+
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    usage_source: str | None
+
+    def add_usage(self, spec: ModelSpec, tokens_in: int, tokens_out: int, source: str) -> None:
+        """Charge one model call; a run that tried several (an answer rejected as ungrounded, then the next tier)
+        pays for each. One estimated part makes the whole count an estimate."""
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        self.cost += spec.cost(tokens_in, tokens_out)
+        order = (None, "backend", "tokenizer", "estimate")
+        self.usage_source = max(self.usage_source, source, key=order.index)
+
+
 @dataclass
-class RagResult:
+class RagResult(ChargesUsage):
     """One run of a use case on one conversation: what was asked, retrieved, used, answered and what it cost."""
 
     question: str  # the last user message (redacted)
@@ -295,15 +314,6 @@ class RagResult:
     finish_reason: str = "stop"
     fallbacks: list[dict[str, Any]] = field(default_factory=list)
     guardrail_events: list[dict[str, Any]] = field(default_factory=list)
-
-    def add_usage(self, spec: ModelSpec, tokens_in: int, tokens_out: int, source: str) -> None:
-        """Charge one model call; a run that tried several (an answer rejected as ungrounded, then the next tier)
-        pays for each. One estimated part makes the whole count an estimate."""
-        self.tokens_in += tokens_in
-        self.tokens_out += tokens_out
-        self.cost += spec.cost(tokens_in, tokens_out)
-        order = (None, "backend", "tokenizer", "estimate")
-        self.usage_source = max(self.usage_source, source, key=order.index)
 
     @property
     def sources(self) -> list[Passage]:
