@@ -161,6 +161,12 @@ def check_config(config_dir: Annotated[Path | None, typer.Option(help="config fo
         for rag in config.rag:
             load_registries(config.config_dir, rag.use_case)
             load_release_spec(config.config_dir, rag.use_case)
+        # How candidates are evaluated: golden suite and no-regression tolerances per use case.
+        from .core.eval_report import load_evaluation_settings
+
+        evaluation = config.config_dir / "evaluation.yaml"
+        if evaluation.is_file():
+            load_evaluation_settings(config.config_dir)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
