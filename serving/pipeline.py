@@ -718,9 +718,13 @@ class RagPipeline:
             raise RagError("index_unavailable", f"use case {self.use_case!r} has no servable index version yet",
                            result) from exc
         missing = asked_product_missing(query, relevant)
-        if not relevant or missing:
-            result.route_reason = (f"the asked product ({', '.join(missing)}) is in no relevant passage -> no answer"
-                                   if relevant else "nothing relevant retrieved -> no answer")
+        # "How long is its run-in period?" as the first message: whose? Any product's figure would be a guess.
+        dangling = not result.rewritten and _refers_back(query) and not find_entities(query).any()
+        if not relevant or missing or dangling:
+            result.route_reason = (
+                "nothing relevant retrieved -> no answer" if not relevant else
+                f"the asked product ({', '.join(missing)}) is in no relevant passage -> no answer" if missing else
+                "the question refers back to something the conversation never named -> no answer")
             result.tokens_in, result.usage_source = estimate_tokens(query), "estimate"  # no model read it
             result.answer_text = self.no_answer(release)
             return
