@@ -383,6 +383,13 @@ MAX_RETRIEVAL_OVERRIDES = 4
 # ------------------------------------------------------------------------------------------------ the pipeline
 
 
+def asked_product_codes(text: str) -> set[str]:
+    """Product codes a question names, however written ("dg-4060", "GV 4150")."""
+    from .extractive import product_codes
+
+    return product_codes(text)
+
+
 def asked_product_missing(query: str, passages: list[Passage]) -> list[str]:
     """The product codes the question names that no passage to answer from is about. A question about a product
     the knowledge base does not hold must get "I don't know", not another product's figure."""
@@ -719,7 +726,9 @@ class RagPipeline:
                            result) from exc
         missing = asked_product_missing(query, relevant)
         # "How long is its run-in period?" as the first message: whose? Any product's figure would be a guess.
-        dangling = not result.rewritten and _refers_back(query) and not find_entities(query).any()
+        # Only a possessive: "it" may point within the question ("when do we get our unit back? ... it").
+        dangling = (not result.rewritten and bool(_POSSESSIVE.search(query)) and not find_entities(query).any()
+                    and not asked_product_codes(query))
         if not relevant or missing or dangling:
             result.route_reason = (
                 "nothing relevant retrieved -> no answer" if not relevant else

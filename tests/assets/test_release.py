@@ -156,7 +156,8 @@ def test_the_sensor_requests_a_run_when_the_prompt_file_changes_and_not_otherwis
     [request] = changed.run_requests
     expected = core.current_candidate(platform.config_dir, platform.home / "index", USE_CASE).candidate
     assert request.run_key == expected.candidate_hash and request.tags["agenix/candidate"] == expected.candidate_id
-    assert set(request.asset_selection) == {*REGISTRIES, CANDIDATE}
+    # The registries, the candidate and what evaluates it (downstream of the candidate).
+    assert set(request.asset_selection) == {*REGISTRIES, CANDIDATE, dg.AssetKey([UC, "eval_report"])}
 
     run_candidate(platform)
     assert tick().run_requests == []

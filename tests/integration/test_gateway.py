@@ -104,6 +104,16 @@ def build_home(first_run, root: Path) -> tuple[Path, Path]:
     return home, config
 
 
+def llm_first(config: Path) -> None:
+    """The shipped routing answers extractively first; these tests also drive the LLM path, so standard questions
+    go to Gemma first (tier 1) and fall back when its answer is not grounded."""
+    gw_yaml = config / "gateway" / "gateway.yaml"
+    text = gw_yaml.read_text()
+    assert "    quality_tier: 0\n" in text and "    no_answer_is_final: true\n" in text
+    gw_yaml.write_text(text.replace("    quality_tier: 0\n", "    quality_tier: 1\n", 1).replace(
+        "    no_answer_is_final: true\n", "    no_answer_is_final: false\n", 1))
+
+
 class LeakyBackend(BaseHTTPRequestHandler):
     """An OpenAI-compatible backend that fails every call with an error body naming its host, port and files."""
 
@@ -138,10 +148,8 @@ def stack(first_run, llm, tmp_path_factory):
     admin_port = free_port()
     # The production layout: metrics and API docs only on a loopback admin listener (the local default, metrics on
     # the API port, is what test_backend_killed_mid_test_falls_back_or_fails_cleanly's gateway runs).
-    # The shipped routing answers extractively first; these tests also drive the LLM path, so standard questions
-    # go to Gemma first here (tier 1) and fall back when its answer is not grounded.
-    gw_yaml.write_text(gw_yaml.read_text().replace("    quality_tier: 0\n", "    quality_tier: 1\n", 1).replace(
-        "    no_answer_is_final: true\n", "    no_answer_is_final: false\n", 1).replace(
+    llm_first(config)
+    gw_yaml.write_text(gw_yaml.read_text().replace(
         "teams:\n", "teams:\n  tiny: {monthly_budget: 0.000000001}   # spent by the first request\n", 1)
         + f"admin: {{metrics: admin, docs: admin, host: 127.0.0.1, port: {admin_port}}}\n")
     store = KeyStore(keys_file(home))
@@ -741,6 +749,7 @@ def test_backend_killed_mid_test_falls_back_or_fails_cleanly(first_run, tmp_path
     """A private llama.cpp server is killed while the gateway runs: a use case falls back to the extractive tier,
     a direct model call gets a clean 502 and then 503 once the circuit opens; the gateway stays up."""
     home, config = build_home(first_run, tmp_path)
+    llm_first(config)
     key = KeyStore(keys_file(home)).create("support", use_cases=("support-assistant",), models=("gemma-3-270m",))[0]
     server = LlamaCppServer(port=free_port(), log_path=tmp_path / "llama.log")
     server.start(timeout=120)

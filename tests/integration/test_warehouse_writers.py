@@ -56,14 +56,17 @@ def instance_at(dagster_home: Path) -> dg.DagsterInstance:
 
 @pytest.fixture(scope="module")
 def bare_instance_run(tmp_path_factory):
-    """The small sample company materialized by `dagster asset materialize --select '*'` on a bare instance; seed 5,
+    """The small sample company materialized by `dagster asset materialize` on a bare instance; seed 5,
     not the default 7, so the same run shows that a company of another seed passes its own gates."""
     root = tmp_path_factory.mktemp("bare")
     home, dagster_home = root / "home", root / "dagster"
     dagster_home.mkdir()
     generate_sample_company(home / "landing", scale="small", seed=5, as_of=dt.date.fromisoformat(AS_OF))
     proc = subprocess.run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "agenix_assets.definitions", "--select", "*"],
+        # Every asset but the release evaluation: its gate judges answer quality (tests/assets/test_evaluation.py)
+        # and it asks a model server; what this run shows is how the warehouse writers behave.
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "agenix_assets.definitions", "--select",
+         "not group:evaluation"],
         cwd=REPO, env=platform_env(home, dagster_home), capture_output=True, text=True, timeout=1800,
     )
     return home, dagster_home, proc
