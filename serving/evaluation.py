@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from agenix_assets.core import evaluation as metrics
@@ -38,9 +38,6 @@ class EvalTarget:
     release: Release
     retrieval: dict[str, Any] | None = None  # None: the use case's current retrieval config
     parts: dict[str, Any] = field(default_factory=dict)  # content hashes of the parts (registries), for the record
-
-    def identity(self) -> dict[str, Any]:
-        return target_identity(self)
 
 
 def target_identity(target: EvalTarget) -> dict[str, Any]:
@@ -153,8 +150,7 @@ def _same(a: EvalTarget, b: EvalTarget) -> bool:
 
 
 async def _evaluate_pair(pipeline: Any, candidate: EvalTarget, production: EvalTarget | None, suite: GoldenSuite,
-                         detector: Any, progress: Callable[[str], None] | None,
-                         production_run: EvalRun | None) -> tuple[EvalRun, EvalRun | None]:
+                         detector: Any, progress: Callable[[str], None] | None) -> tuple[EvalRun, EvalRun | None]:
     # Warm up what a first request would otherwise wait for (PII engine, index, encoders, the model server's
     # first prompt) before anything is timed.
     await asyncio.get_running_loop().run_in_executor(None, pipeline.warm_up, candidate.release.index_version)
@@ -166,8 +162,8 @@ async def _evaluate_pair(pipeline: Any, candidate: EvalTarget, production: EvalT
             pass
     try:
         cand = await evaluate_release(pipeline, candidate, suite, detector=detector, progress=progress)
-        prod = production_run
-        if production is not None and prod is None:
+        prod = None
+        if production is not None:
             if _same(candidate, production):
                 # The candidate is production's release: one run measures both.
                 prod = EvalRun(production, cand.index_version, cand.records, cand.summary, cand.seconds)
@@ -179,18 +175,9 @@ async def _evaluate_pair(pipeline: Any, candidate: EvalTarget, production: EvalT
 
 
 def evaluate_pair(pipeline: Any, candidate: EvalTarget, production: EvalTarget | None, suite: GoldenSuite, *,
-                  detector: Any = None, progress: Callable[[str], None] | None = None,
-                  production_run: EvalRun | None = None) -> tuple[EvalRun, EvalRun | None, dict[str, Any]]:
-    """Candidate and production on the same suite in this process; the deltas (candidate - production).
-    ``production_run``: production's figures from an earlier run of the same suite, reused instead of a new run."""
-    cand, prod = asyncio.run(_evaluate_pair(pipeline, candidate, production, suite, detector, progress, production_run))
+                  detector: Any = None, progress: Callable[[str], None] | None = None
+                  ) -> tuple[EvalRun, EvalRun | None, dict[str, Any]]:
+    """Candidate and production on the same suite in this process; the deltas (candidate - production)."""
+    cand, prod = asyncio.run(_evaluate_pair(pipeline, candidate, production, suite, detector, progress))
     deltas = metrics.compare(cand.summary, prod.summary) if prod is not None else {}
     return cand, prod, deltas
-
-
-def run_from_json(target: EvalTarget, data: dict[str, Any]) -> EvalRun:
-    return EvalRun(target, data.get("index_version"), data["records"], data["summary"], float(data.get("seconds") or 0))
-
-
-def as_dict(run: EvalRun) -> dict[str, Any]:
-    return asdict(run)

@@ -57,14 +57,7 @@ def local_model_servers(registry, log=None, start_timeout_s: float = 120.0) -> I
 
 
 class ModelServerResource(dg.ConfigurableResource):
-    """Model servers for evaluation steps (see module docstring). ``autostart: false`` never starts one."""
+    """Model servers for evaluation steps (see module docstring; ``local_model_servers``). ``autostart: false``
+    never starts one."""
 
     autostart: bool = True
-
-    @contextlib.contextmanager
-    def serving(self, registry, log=None) -> Iterator[list[str]]:
-        if not self.autostart:
-            yield []
-            return
-        with local_model_servers(registry, log) as started:
-            yield started
