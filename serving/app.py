@@ -268,6 +268,7 @@ class Gateway:
         return self._extractive
 
     def load_use_cases(self) -> None:
+        from .glossary import load_glossary
         from .prompts import load_prompt_book
 
         index_root = self.home / "index"
@@ -278,7 +279,8 @@ class Gateway:
             self.pipelines[name] = RagPipeline(
                 name, uc, self.indexes[name], self.prompts[name], self.router, self.backends,
                 lambda: self.extractive, self.registry, self.guardrails, pool=self.pool,
-                encoder_for=self.query_encoder)
+                encoder_for=self.query_encoder,
+                glossary=load_glossary(self.config.resolve(uc.glossary) if uc.glossary else None))
 
     def validate_manifest(self, manifest: Any) -> None:
         for uc, dep in manifest.use_cases.items():
@@ -757,7 +759,8 @@ class Gateway:
                "canary": choice.canary, "model": rec.model, "route": rec.route_reason,
                "index_version": result.index_version, "prompt_version": choice.release.prompt_version,
                "sources": [p.public(i + 1) for i, p in enumerate(result.sources)], "answered": result.answered,
-               "query": result.query, "rewritten": result.rewritten, "guardrails": rec.guardrail_events}
+               "query": result.query, "rewritten": result.rewritten,
+               **({"expanded": result.expansions} if result.expansions else {}), "guardrails": rec.guardrail_events}
         text = result.answer_text
         self.settle(key, subjects, est, rec)
         usage = rec.usage()

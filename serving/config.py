@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agenix_assets.core.config import ConfigError, Governed, Strict, load_yaml_model
 
+from .guardrails import TopicRule
 from .limits import cost_of
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -173,6 +174,26 @@ class RoutingSettings(Strict):
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
 
 
+class ScopeRule(TopicRule):
+    """Questions the use case's knowledge base cannot answer by its nature (a support assistant's documents hold
+    no prices, stock levels or order status): keywords and/or patterns (``TopicRule``), except when one of the
+    ``unless`` patterns also matches ("how much does it cost to return a part?" is the returns policy's)."""
+
+    unless: list[str] = []
+
+    @model_validator(mode="after")
+    def _compile_unless(self) -> ScopeRule:
+        for p in self.unless:
+            try:
+                re.compile(p, re.IGNORECASE)
+            except re.error as exc:
+                raise ValueError(f"scope rule {self.name!r}: invalid unless pattern {p!r}: {exc}") from None
+        return self
+
+    def applies(self, text: str) -> bool:
+        return self.match(text) is not None and not any(re.search(p, text, re.IGNORECASE) for p in self.unless)
+
+
 class UseCaseSettings(Strict):
     """A use case as a model: ``model: "support-assistant"`` runs its RAG path."""
 
@@ -192,6 +213,12 @@ class UseCaseSettings(Strict):
     # know" instead of asking the next model in the chain (which, given the same context, can only guess).
     # Backend failures still fall back.
     no_answer_is_final: bool = False
+    # config/glossary/<file>.yaml: customers' words for the knowledge base's (serving.glossary). Retrieval and the
+    # extractive tier also look for the KB words of the customer phrases a question holds.
+    glossary: str | None = None
+    # Questions outside what the knowledge base can answer get the no-answer text at once (no retrieval, no model):
+    # a product's figure is no answer to "what does it cost?".
+    out_of_scope: list[ScopeRule] = Field(default_factory=list)
     guardrails: dict[str, Any] = Field(default_factory=dict)  # serving.guardrails.GuardrailPolicy
 
 

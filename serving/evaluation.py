@@ -97,7 +97,8 @@ def _fields(result: Any, error: str | None, no_answer: str) -> dict[str, Any]:
         "tokens_in": result.tokens_in,
         "tokens_out": result.tokens_out,
         "cost": result.cost,
-        "extra": {"query": result.query, "rewritten": result.rewritten, "route": result.route_reason,
+        "extra": {"query": result.query, "rewritten": result.rewritten, "expansions": result.expansions,
+                  "route": result.route_reason,
                   "index_version": result.index_version, **({"error": error} if error else {})},
     }
 

@@ -26,8 +26,10 @@ No Dagster import.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -37,9 +39,11 @@ __all__ = [
     "ExtractiveAnswerer",
     "Passage",
     "SelectionRules",
+    "content_words",
     "estimate_usage",
     "product_codes",
     "split_sentences",
+    "with_expansions",
     "word_count",
 ]
 
@@ -145,13 +149,15 @@ _STOPWORDS = frozenset(
     did doing done can could should would will shall may might must have has had having get got not no any some
     there here than then so too very just about into out up down over under again once more most other such only
     own same all both each few nor s t don now need needs please tell know want much many long often hi hello
-    thanks thank new one first time put putting just""".split()
+    thanks thank new one time put putting just""".split()
 )
 # fmt: on
 # (question cue, sentence cue): the kind of statement a kind of question asks for.
 _INTENTS = (
-    (re.compile(r"\b(why|cause[sd]?|causing|reason)\b"), re.compile(r"\b(cause[sd]?|because|due to|reason)\b")),
-    (re.compile(r"\b(fix|fixing|repair|solve|remedy|cure|resolve|do about|what to do|get rid)\b"),
+    (re.compile(r"\b(why|cause[sd]?|causing|reason|behind|going on|wrong|culprit|most likely|to blame)\b"),
+     re.compile(r"\b(cause[sd]?|because|due to|reason)\b")),
+    (re.compile(r"\b(fix|fixing|repair|solve|remedy|cure|resolve|do about|what to do|get rid|"
+                r"(should|do|can|must) (i|we) do|how (do|can|should) (i|we) (get|stop|make|sort))\b"),
      re.compile(r"\b(fix|fixes|remedy|solution|solve|to resolve)\b")),
     (re.compile(r"\b(how often|interval|frequency|how frequently)\b"),
      re.compile(r"\b(every|interval|per (day|week|month|year)|annually|daily|weekly|monthly)\b")),
@@ -160,8 +166,22 @@ _QUANTITY = re.compile(
     r"\b(how (many|much|long|often|heavy|big|far|fast|hot|cold|high|large|precise|accurate|strong|quick)|"
     r"what (torque|size|weight|pressure|temperature|speed|power|range|rating|interval|diameter|load|flow|capacity)|"
     r"max(imum)?|min(imum)?|rating|rated|range|limit|limits|torque|kw|bar|rpm|mm|kg|hours|days|months|"
-    r"temperatures?|weigh|warranty|clearance|interval|accuracy|dn|ip|kv)\b"
+    r"temperatures?|weigh|warranty|clearance|interval|accuracy|dn|ip|kv|distance|space|room|gap|diameter|width|"
+    r"length|height|depth|size|capacity|load|speed|flow|power|ratio|voltage|percentage|percent|fee|period|"
+    r"duration|when|soon|quickly|deadline|biggest|largest|highest|lowest|smallest|heaviest|fastest)\b"
 )
+# "without express", "non-standard", "not installed": the word after is what the customer does *not* ask about.
+_NEGATED = re.compile(r"\b(?:without|non|not|no|except|excluding|other than)[\s-]+(\w+)", re.IGNORECASE)
+
+
+def negated_words(text: str) -> set[str]:
+    """Content words the question negates ("if I order without express" -> {"expre"})."""
+    return {w for m in _NEGATED.finditer(text) for w in content_words(m.group(1))}
+
+
+def without_negated(text: str) -> str:
+    """``text`` without its negated words: what a glossary may expand."""
+    return _NEGATED.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)], text)
 # A stated quantity: a number standing on its own ("100 l/min", "2,750", "-40 °C"), not the digits of a part
 # number ("CP-1190-SK9") or a code.
 _QUANTITY_NUMBER = re.compile(r"(?<![\w-])[-+±]?\d+(?:[.,]\d+)*(?![\w-]*\d)(?!-)")
@@ -172,9 +192,28 @@ def product_codes(text: str) -> set[str]:
     return {(a + b).upper() for a, b in _CODE.findall(text)}
 
 
-def _content_words(text: str) -> set[str]:
-    words = {w.lower() for w in _WORD.findall(_CODE.sub(" ", text))}
-    return {w[:5] for w in words if w not in _STOPWORDS and not w.isdigit() and len(w) > 1}
+_TRAILING_DIGITS = re.compile(r"(?<=[a-z])\d+$")
+
+
+_STEMMERS = threading.local()
+
+
+@lru_cache(maxsize=1 << 16)
+def _stem(word: str) -> str:
+    stemmer = getattr(_STEMMERS, "stemmer", None)
+    if stemmer is None:  # PyStemmer objects are not thread-safe: one per thread
+        import Stemmer
+
+        stemmer = _STEMMERS.stemmer = Stemmer.Stemmer("english")
+    return stemmer.stemWord(word)[:5]
+
+
+def content_words(text: str) -> set[str]:
+    """The words of ``text`` that say what it is about: lowercase, Snowball-stemmed and cut to 5 letters
+    ("walking", "walks" -> "walk"; "temperatures" -> "tempe"), without stopwords, numbers and product codes."""
+    # "IP67" is the word "ip" with a value: a question asking for the "IP class" holds "ip".
+    words = {_TRAILING_DIGITS.sub("", w.lower()) for w in _WORD.findall(_CODE.sub(" ", text))}
+    return {_stem(w) for w in words if w not in _STOPWORDS and not w.isdigit() and len(w) > 1}
 
 
 @dataclass(frozen=True)
@@ -192,14 +231,34 @@ class SelectionRules:
     # question's content words, or the kind of statement asked for (a cause, a remedy, an interval, a quantity).
     # "what does a CP-1190 cost?" then gets no quote of "The CP-1190 has a net weight of 273 kg".
     require_support: bool = True
+    # The words of a passage's title name the product ("pump" in "CP-9180 Centrifugal Process Pump Manual"), not
+    # the asked attribute: sharing them is no support ("how much does a CP-9180 pump cost?" is not answered by
+    # "The CP-9180 Centrifugal Process Pump has a flow rate of ...").
+    title_words_support: bool = False
+    # A stated quantity supports a "how much/how long/how big" question even when none of the question's words
+    # is in the sentence: customers name attributes in words the manuals do not use ("how big is it across?" for
+    # an outer diameter). False: only when the question names no attribute at all. Questions no figure answers
+    # ("how much does it cost?") are the use case's ``out_of_scope`` rules' to refuse.
+    quantity_alone_supports: bool = True
 
-    def adjust(self, question: str, sentences: Sequence[str], titles: Sequence[str]) -> np.ndarray:
-        """Per sentence: the amount added to its similarity (negative: less likely quoted); ``-inf``: never."""
+    def adjust(self, question: str, sentences: Sequence[str], titles: Sequence[str],
+               expansions: Sequence[Sequence[str]] = ()) -> np.ndarray:
+        """Per sentence: the amount added to its similarity (negative: less likely quoted); ``-inf``: never.
+
+        The question's attribute is a list of concepts: each content word of the question, and each group of
+        ``expansions`` (the knowledge base's words for a customer phrase, one glossary entry). A sentence shares
+        a concept when it holds any of its words; a group counts once, however many of its words it holds."""
         out = np.zeros(len(sentences), dtype=np.float32)
         if not self.enabled:
             return out
         asked = product_codes(question)
-        q_words = _content_words(question)
+        negated = negated_words(question)
+        q_words = content_words(question) - negated
+        concepts = [frozenset({w}) for w in sorted(q_words)]
+        for group in expansions:
+            words = frozenset(content_words(" ".join(group)))
+            if words and words not in concepts:
+                concepts.append(words)
         q_lower = question.lower()
         intents = [s_cue for q_cue, s_cue in _INTENTS if q_cue.search(q_lower)]
         wants_number = bool(_QUANTITY.search(q_lower))
@@ -208,10 +267,15 @@ class SelectionRules:
                 out[i] = -np.inf
                 continue
             lowered = sentence.lower()
-            shared = len(q_words & _content_words(sentence)) if q_words else 0
+            named_words = frozenset() if self.title_words_support else content_words(title)
+            attr = [c - named_words for c in concepts if c - named_words]
+            s_words = content_words(sentence)
+            shared = sum(1 for c in attr if c & s_words)
+            attr_words = bool(attr)
             cue = any(c.search(lowered) for c in intents)
             quantity = wants_number and bool(_QUANTITY_NUMBER.search(_CODE.sub(" ", sentence)))
-            if self.require_support and q_words and not (shared or cue or quantity):
+            supported = shared or cue or (quantity and (self.quantity_alone_supports or not attr_words))
+            if self.require_support and concepts and not supported:
                 out[i] = -np.inf
                 continue
             named = product_codes(sentence) or product_codes(title)
@@ -220,13 +284,21 @@ class SelectionRules:
                     out[i] += self.same_product_bonus
                 else:
                     out[i] -= self.other_product_penalty
-            if q_words:
-                out[i] += self.lexical_weight * shared / len(q_words)
+            if attr:
+                out[i] += self.lexical_weight * shared / len(attr)
+            if negated & s_words:
+                out[i] -= self.lexical_weight  # states what the customer said they do not ask about
             if cue:
                 out[i] += self.intent_bonus
             if quantity:
                 out[i] += self.number_bonus
         return out
+
+
+def with_expansions(text: str, groups: Sequence[Sequence[str]]) -> str:
+    """"FAD of the PC-5010? (free air delivery)": a question followed by the KB words of its customer words."""
+    flat = list(dict.fromkeys(kb for group in groups for kb in group))
+    return f"{text} ({'; '.join(flat)})" if flat else text
 
 
 # -- the answerer ----------------------------------------------------------------------------------------------
@@ -268,6 +340,7 @@ class ExtractiveAnswerer:
         use_titles: bool = True,
         rules: SelectionRules | None = None,
         min_similarity: float = 0.35,
+        embed_expansions: bool = True,
     ) -> None:
         if max_sentences < 1:
             raise ValueError("max_sentences must be at least 1")
@@ -281,6 +354,7 @@ class ExtractiveAnswerer:
         self.use_titles = use_titles
         self.rules = rules if rules is not None else SelectionRules()
         self.min_similarity = min(min_similarity, threshold)
+        self.embed_expansions = embed_expansions
 
     def candidates(self, passages: Sequence[Any]) -> list[tuple[int, int, str]]:
         """(passage position, sentence index within the passage, sentence) for every quotable sentence."""
@@ -299,8 +373,11 @@ class ExtractiveAnswerer:
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return vecs[1:] @ vecs[0], vecs[1:]
 
-    def answer(self, question: str, passages: Sequence[Any]) -> ExtractiveAnswer | None:
-        """The best 1-2 sentences with ``[n]`` citations, or ``None`` when nothing reaches ``threshold``."""
+    def answer(self, question: str, passages: Sequence[Any],
+               expansions: Sequence[Sequence[str]] = ()) -> ExtractiveAnswer | None:
+        """The best 1-2 sentences with ``[n]`` citations, or ``None`` when nothing reaches ``threshold``.
+        ``expansions``: the knowledge base's words for the customer's (the glossary's), embedded with the question
+        and looked for in sentences."""
         passages = [_as_passage(p) for p in passages]
         cands = self.candidates(passages)
         if not question.strip() or not cands:
@@ -309,8 +386,10 @@ class ExtractiveAnswerer:
             f"{passages[pi].title}: {sentence}" if self.use_titles and passages[pi].title else sentence
             for pi, _, sentence in cands
         ]
-        sims, vecs = self.score(question, texts)
-        ranked = sims + self.rules.adjust(question, [s for _, _, s in cands], [passages[pi].title for pi, _, _ in cands])
+        asked = with_expansions(question, [list(g) for g in expansions]) if self.embed_expansions else question
+        sims, vecs = self.score(asked, texts)
+        ranked = sims + self.rules.adjust(question, [s for _, _, s in cands], [passages[pi].title for pi, _, _ in cands],
+                                          expansions)
         order = np.argsort(-ranked, kind="stable")
         best = int(order[0])
         if not np.isfinite(ranked[best]) or ranked[best] < self.threshold or sims[best] < self.min_similarity:

@@ -31,9 +31,10 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from agenix_assets.core.config import ConfigError
 
 from .backends import BackendError, BackendPool
 from .config import GatewayConfig, ModelRegistry, ModelSpec, Release, UseCaseSettings
+from .glossary import Glossary, load_glossary, with_expansions
 from .guardrails import GuardrailPolicy, Guardrails, GuardrailViolation, InputResult
 from .prompts import PromptBook
 from .rag import IndexUnavailable, Passage, UseCaseIndex, grounding_problem
@@ -294,6 +296,8 @@ class RagResult(ChargesUsage):
     question: str  # the last user message (redacted)
     query: str  # the standalone question retrieval ran on (after follow-up rewriting)
     rewritten: bool
+    # KB words the glossary adds for the customer's words in the query (retrieved on and looked for in sentences)
+    expansions: list[list[str]] = field(default_factory=list)
     release: str = ""
     prompt_version: str = ""
     answer_text: str = ""  # what the client gets, the no-answer text included
@@ -419,7 +423,7 @@ class RagPipeline:
     def __init__(self, use_case: str, settings: UseCaseSettings, index: UseCaseIndex, prompts: PromptBook,
                  router: Router, backends: BackendPool, extractive: Any, registry: ModelRegistry,
                  guardrails: Guardrails, *, pool: Executor | None = None,
-                 encoder_for: Callable[[str], Any] | None = None):
+                 encoder_for: Callable[[str], Any] | None = None, glossary: Glossary | None = None):
         """``extractive``: the extractive answerer, or a zero-argument callable building it on first use.
         ``pool``: where CPU work (retrieval, the extractive answerer) runs; None: the loop's default executor.
         ``encoder_for(quantize)``: the query encoder a retrieval override asks for (default: the index's)."""
@@ -435,6 +439,7 @@ class RagPipeline:
         self.pool = pool
         self.encoder_for = encoder_for or (lambda quantize: index.encoder)
         self._overrides: OrderedDict[str, UseCaseIndex] = OrderedDict()
+        self.glossary = glossary if glossary is not None else Glossary()
 
     @classmethod
     def from_config(cls, config_dir: Path | str, home: Path | str, use_case: str, encoder: Any = None,
@@ -465,7 +470,8 @@ class RagPipeline:
         guardrails, _ = build_guardrails(config.settings, Path(home) / "gateway" / "known_people.json")
         return cls(use_case, settings, index, load_prompt_book(config.resolve(settings.prompts)),
                    Router(config.registry, config.settings.routing), BackendPool(),
-                   lambda: ExtractiveAnswerer(full()), config.registry, guardrails, encoder_for=encoder_for)
+                   lambda: ExtractiveAnswerer(full()), config.registry, guardrails, encoder_for=encoder_for,
+                   glossary=load_glossary(config.resolve(settings.glossary) if settings.glossary else None))
 
     async def close(self) -> None:
         await self.backends.close()
@@ -501,6 +507,17 @@ class RagPipeline:
     def rewrite(self, messages: list[dict[str, Any]]) -> tuple[str, bool]:
         """The standalone question to retrieve on and whether it differs from the last user message."""
         return rewrite_query(messages)
+
+    def expand(self, query: str) -> list[list[str]]:
+        """The knowledge base's words for the customer's words in ``query`` (the use case's glossary): one group
+        per glossary entry."""
+        from .extractive import without_negated
+
+        return self.glossary.expansions(without_negated(query))
+
+    def out_of_scope(self, query: str) -> str | None:
+        """The name of the use case's ``out_of_scope`` rule the question falls under, or None."""
+        return next((rule.name for rule in self.settings.out_of_scope if rule.applies(query)), None)
 
     # -------------------------------------------------------------- 3. retrieval
 
@@ -581,11 +598,12 @@ class RagPipeline:
     # -------------------------------------------------------------- 6. answer
 
     async def call_model(self, spec: ModelSpec, *, prompt: str | None, messages: list[dict] | None,
-                         params: dict[str, Any], passages: list[Passage], question: str) -> Answer:
+                         params: dict[str, Any], passages: list[Passage], question: str,
+                         expansions: Sequence[Sequence[str]] = ()) -> Answer:
         """One backend call. BackendError when it fails; NoAnswer when the extractive tier finds no sentence."""
         t0 = time.perf_counter()
         if spec.kind == "extractive":
-            got = await self._cpu(self.extractive.answer, question,
+            got = await self._cpu(partial(self.extractive.answer, expansions=[list(g) for g in expansions]), question,
                                   [(p.document_id, p.title, p.body, p.relevance) for p in passages])
             if got is None:
                 raise NoAnswer()
@@ -627,7 +645,7 @@ class RagPipeline:
             try:
                 prompt, messages, call_params = self.render(spec, release, question, passages, params)
                 ans = await self.call_model(spec, prompt=prompt, messages=messages, params=call_params,
-                                            passages=passages, question=question)
+                                            passages=passages, question=question, expansions=result.expansions)
             except BackendError as exc:
                 self.router.breaker.failure(spec.name, time.monotonic())
                 log.warning("request %s: %s", request_id, exc)
@@ -703,7 +721,8 @@ class RagPipeline:
             guarded = self.guard(messages)
         question = last_user_text(guarded.messages)
         query, rewritten = self.rewrite(guarded.messages)
-        result = RagResult(question=question, query=query, rewritten=rewritten, release=release.name,
+        result = RagResult(question=question, query=query, rewritten=rewritten, expansions=self.expand(query),
+                           release=release.name,
                            prompt_version=release.prompt_version,
                            guardrail_events=[e.to_dict() for e in guarded.events])
         try:
@@ -716,8 +735,15 @@ class RagPipeline:
                    params: dict[str, Any], retrieval: dict[str, Any] | None, placeholders: Iterable[str],
                    request_id: str | None) -> None:
         query = result.query
+        scope = self.out_of_scope(query)
+        if scope is not None:
+            result.route_reason = f"out of the use case's scope ({scope}) -> no answer"
+            result.tokens_in, result.usage_source = estimate_tokens(query), "estimate"  # no model read it
+            result.answer_text = self.no_answer(release)
+            return
+        search = with_expansions(query, result.expansions)
         try:
-            result.index_version, result.passages, relevant = await self.retrieve(query, release, allowed_domains,
+            result.index_version, result.passages, relevant = await self.retrieve(search, release, allowed_domains,
                                                                                    retrieval)
         except IndexUnavailable as exc:
             # The reason names the index folder on the server: logged (and on /readyz for admin keys), not returned.

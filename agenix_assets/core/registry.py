@@ -169,7 +169,14 @@ def _use_case_files(config_dir: Path, use_case: str) -> tuple[Path, Path, dict[s
                    "authoritative_sources": settings.authoritative_sources,
                    "authoritative_pool": settings.authoritative_pool, "quality_tier": settings.quality_tier,
                    "simple_quality_tier": settings.simple_quality_tier,
-                   "no_answer_is_final": settings.no_answer_is_final}
+                   "no_answer_is_final": settings.no_answer_is_final,
+                   "out_of_scope": [r.model_dump(mode="json") for r in settings.out_of_scope]}
+        if settings.glossary:
+            from serving.glossary import load_glossary
+
+            # A glossary edit changes what is retrieved and quoted: a new retrieval config version.
+            serving["glossary"] = {"file": settings.glossary,
+                                   "hash": load_glossary(config_dir / settings.glossary).content_hash}
         return config_dir / settings.prompts, config_dir / settings.rag_config, serving
     rag = next((p for p in sorted((config_dir / "rag").glob("*.yaml"))
                 if load_yaml_model(p, RagSettings).use_case == use_case), None)

@@ -265,6 +265,24 @@ def test_a_follow_up_question_is_answered_from_the_conversation(stack):
     assert alone.choices[0].message.content.startswith("I don't know")
 
 
+def test_a_customers_abbreviation_is_answered_through_the_glossary(stack):
+    # The manual says "free air delivery"; customers say "FAD" (config/glossary/support-assistant.yaml).
+    resp = stack.client().chat.completions.create(
+        model="support-assistant", messages=[{"role": "user", "content": "FAD of the PC-6360?"}])
+    ext = extension(resp)
+    assert ext["expanded"] == [["free air delivery"]]
+    assert ext["answered"] is True and "0.2 m³/min" in resp.choices[0].message.content
+
+
+def test_a_question_the_knowledge_base_cannot_answer_by_its_nature_gets_i_dont_know_without_retrieval(stack):
+    resp = stack.client().chat.completions.create(
+        model="support-assistant", messages=[{"role": "user", "content": "How much does a PC-6360 cost?"}])
+    ext = extension(resp)
+    assert resp.choices[0].message.content.startswith("I don't know")
+    assert ext["answered"] is False and ext["sources"] == [] and ext["model"] is None
+    assert ext["route"] == "out of the use case's scope (pricing) -> no answer"
+
+
 def test_the_pipeline_built_from_config_runs_the_gateways_steps_without_http(stack, llm, monkeypatch):
     """What an evaluation runs: the same RagPipeline, built from the config folder and the home alone."""
     from serving.config import Release
