@@ -143,6 +143,12 @@ def test_candidate_below_charter_fails_its_gate_with_metric_and_examples(platfor
     small_suite(platform, answerable=3, paraphrases=0, conversations=0)
     add_prompt_version(platform.config_dir, "v9", answers="Please contact the service team.")
     set_candidate(platform.config_dir, prompt_version="v9", model="gemma-3-270m")
+    # The candidate is Gemma alone: with its fallback the extractive tier would answer whatever Gemma's ungrounded
+    # answer left, and the candidate would be as good as production.
+    models = platform.config_dir / "gateway" / "models.yaml"
+    text = models.read_text()
+    gemma = text.index("  - name: gemma-3-270m")
+    models.write_text(text[:gemma] + text[gemma:].replace("    fallbacks: [extractive]\n", "    fallbacks: []\n", 1))
     result = platform.run(EVAL_KEYS)
     checks = check_evaluations(result)
     gate = checks[f"{REPORT.to_user_string()}:charter_thresholds"]
