@@ -18,7 +18,11 @@ around the CP-1190 tidy", asked for its flow). So each sentence's similarity is 
 * a question is never an answer: sentences ending in "?" and ones holding redaction placeholders
   (``<PERSON_1>``: a customer's own words) are not quoted;
 * a sentence that only names the product ("The TR-6530 has a net weight of 15.6 kg." for "what does a tr-6530
-  cost?") is not quoted: it must hold a content word of the question or the kind of statement asked for.
+  cost?") is not quoted: it must hold a content word of the question or the kind of statement asked for;
+* the asked attribute is a list of concepts: each content word of the question (Snowball-stemmed, cut to 5
+  letters; words of the passage title name the product and do not count) and each group of KB words the use
+  case's glossary adds for a customer phrase ("FAD" -> free air delivery), counted once however many of its
+  words a sentence holds; a word the question negates ("without express") counts against a sentence.
 
 No Dagster import.
 """
@@ -182,6 +186,8 @@ def negated_words(text: str) -> set[str]:
 def without_negated(text: str) -> str:
     """``text`` without its negated words: what a glossary may expand."""
     return _NEGATED.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)], text)
+
+
 # A stated quantity: a number standing on its own ("100 l/min", "2,750", "-40 °C"), not the digits of a part
 # number ("CP-1190-SK9") or a code.
 _QUANTITY_NUMBER = re.compile(r"(?<![\w-])[-+±]?\d+(?:[.,]\d+)*(?![\w-]*\d)(?!-)")
@@ -271,10 +277,9 @@ class SelectionRules:
             attr = [c - named_words for c in concepts if c - named_words]
             s_words = content_words(sentence)
             shared = sum(1 for c in attr if c & s_words)
-            attr_words = bool(attr)
             cue = any(c.search(lowered) for c in intents)
             quantity = wants_number and bool(_QUANTITY_NUMBER.search(_CODE.sub(" ", sentence)))
-            supported = shared or cue or (quantity and (self.quantity_alone_supports or not attr_words))
+            supported = shared or cue or (quantity and (self.quantity_alone_supports or not attr))
             if self.require_support and concepts and not supported:
                 out[i] = -np.inf
                 continue
@@ -325,6 +330,8 @@ class ExtractiveAnswerer:
         0.35 and up, off-topic ones 0.14 at most): "Tighten the foot mounting bolts of the CP-1190 to 35 Nm"
         scored 0.40 for "we are putting in a cp-1190, what torque do the bolts need?", and the rules lift it
         (asked product, "bolts", a stated quantity) above the threshold.
+    :param embed_expansions: embed the question with its glossary expansions ("FAD of the PC-5010? (free air
+        delivery)") rather than alone.
     """
 
     def __init__(

@@ -5,6 +5,8 @@
 1. ``guard``: the input guardrails (PII redaction before any model sees the text, prompt injection, topics, tools);
 2. ``rewrite``: the standalone question retrieval runs on; a follow-up ("How long is its run-in period?") gets the
    product, policy or region it refers to from earlier turns (``rewrite_query``, deterministic, no model);
+   ``expand`` adds the knowledge base's words for the customer's (the use case's glossary, serving/glossary.py);
+   a question under one of the use case's ``out_of_scope`` rules (prices, stock, ...) gets "I don't know" here;
 3. ``retrieve``: passages from the release's index version, filtered by data domain, and the relevant ones;
    ``retrieval`` overrides production's retrieval settings (a candidate's), cached per settings;
 4. ``route``: which backends answer, in which order (small/large/extractive, cost-aware, circuit breaker);
