@@ -268,7 +268,7 @@ class Gateway:
         return self._extractive
 
     def load_use_cases(self) -> None:
-        from .glossary import load_glossary
+        from .glossary import use_case_glossary
         from .prompts import load_prompt_book
 
         index_root = self.home / "index"
@@ -280,7 +280,7 @@ class Gateway:
                 name, uc, self.indexes[name], self.prompts[name], self.router, self.backends,
                 lambda: self.extractive, self.registry, self.guardrails, pool=self.pool,
                 encoder_for=self.query_encoder,
-                glossary=load_glossary(self.config.resolve(uc.glossary) if uc.glossary else None))
+                glossary=use_case_glossary(self.config.config_dir, uc))
 
     def validate_manifest(self, manifest: Any) -> None:
         for uc, dep in manifest.use_cases.items():

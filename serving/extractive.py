@@ -268,13 +268,16 @@ class SelectionRules:
         q_lower = question.lower()
         intents = [s_cue for q_cue, s_cue in _INTENTS if q_cue.search(q_lower)]
         wants_number = bool(_QUANTITY.search(q_lower))
+        attr_by_title: dict[str, list[frozenset[str]]] = {}  # a passage's sentences share its title
         for i, (sentence, title) in enumerate(zip(sentences, titles, strict=True)):
             if sentence.rstrip().endswith("?") or _PLACEHOLDER.search(sentence):
                 out[i] = -np.inf
                 continue
             lowered = sentence.lower()
-            named_words = frozenset() if self.title_words_support else content_words(title)
-            attr = [c - named_words for c in concepts if c - named_words]
+            attr = attr_by_title.get(title)
+            if attr is None:
+                named_words = frozenset() if self.title_words_support else content_words(title)
+                attr = attr_by_title[title] = [c - named_words for c in concepts if c - named_words]
             s_words = content_words(sentence)
             shared = sum(1 for c in attr if c & s_words)
             cue = any(c.search(lowered) for c in intents)
@@ -393,7 +396,7 @@ class ExtractiveAnswerer:
             f"{passages[pi].title}: {sentence}" if self.use_titles and passages[pi].title else sentence
             for pi, _, sentence in cands
         ]
-        asked = with_expansions(question, [list(g) for g in expansions]) if self.embed_expansions else question
+        asked = with_expansions(question, expansions) if self.embed_expansions else question
         sims, vecs = self.score(asked, texts)
         ranked = sims + self.rules.adjust(question, [s for _, _, s in cands], [passages[pi].title for pi, _, _ in cands],
                                           expansions)

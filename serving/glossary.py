@@ -24,16 +24,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from pydantic import Field, field_validator
 
 from agenix_assets.core.config import Strict, load_yaml_model
 
-from .extractive import content_words, with_expansions
+from .extractive import content_words
 
-__all__ = ["Glossary", "GlossaryFile", "GlossaryTerm", "load_glossary", "with_expansions"]
+__all__ = ["Glossary", "GlossaryFile", "GlossaryTerm", "load_glossary", "use_case_glossary"]
 
 
 class GlossaryTerm(Strict):
@@ -62,37 +63,33 @@ def _pattern(phrase: str) -> str:
     return r"(?<![\w-])" + r"[\s-]+".join(words) + r"(?:e?s)?(?![\w-])"
 
 
-@dataclass(frozen=True)
+class _Entry(NamedTuple):
+    loose: list[frozenset[str]]  # phrases matched by their content words, in any order
+    literal: re.Pattern[str] | None  # phrases matched word for word
+    kb: list[tuple[str, frozenset[str]]]  # the KB phrases and their content words
+
+
+def _entry(term: GlossaryTerm) -> _Entry:
+    # A phrase is matched by its content words (serving.extractive.content_words: stemmed, 5-letter prefixes, no
+    # stopwords), in any order: "sounds like gravel" matches "it sounds like it's pumping gravel".
+    # A phrase of one content word, or made mostly of function words ("how much does it pump": only "pump" is
+    # left), is matched literally instead (whole words, a plural ending allowed): "break in" must not match
+    # "if something breaks", nor "how much does it pump" every question naming a pump.
+    loose, literal = [], []
+    for phrase in term.customer + term.kb:
+        words = frozenset(content_words(phrase))
+        if len(words) >= 2 and 2 * len(words) >= len(phrase.split()):
+            loose.append(words)
+        else:
+            literal.append(_pattern(phrase))
+    return _Entry(loose, re.compile("|".join(literal), re.IGNORECASE) if literal else None,
+                  [(kb, frozenset(content_words(kb))) for kb in term.kb])
+
+
 class Glossary:
-    terms: tuple[GlossaryTerm, ...] = ()
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        # A phrase is matched by its content words (serving.extractive.content_words: 5-letter prefixes, no
-        # stopwords), in any order: "sounds like gravel" matches "it sounds like it's pumping gravel".
-        # A phrase of one content word, or made mostly of function words ("how much does it pump": only "pump" is
-        # left), is matched literally instead (whole words, a plural ending allowed): "break in" must not match
-        # "if something breaks", nor "how much does it pump" every question naming a pump.
-        def words(phrase: str) -> frozenset[str]:
-            return frozenset(content_words(phrase))
-
-        loose, literal = [], []
-        for t in self.terms:
-            lw, lit = [], []
-            for phrase in t.customer + t.kb:
-                w = words(phrase)
-                if len(w) >= 2 and 2 * len(w) >= len(phrase.split()):
-                    lw.append(w)
-                else:
-                    lit.append(_pattern(phrase))
-            loose.append(lw)
-            literal.append(re.compile("|".join(lit), re.IGNORECASE) if lit else None)
-        compiled = tuple((lw, lit, [(kb, words(kb)) for kb in t.kb], t)
-                         for lw, lit, t in zip(loose, literal, self.terms, strict=True))
-        object.__setattr__(self, "_compiled", compiled)
-
-    def __bool__(self) -> bool:
-        return bool(self.terms)
+    def __init__(self, terms: Sequence[GlossaryTerm] = ()) -> None:
+        self.terms = tuple(terms)
+        self._entries = [_entry(t) for t in self.terms]
 
     @property
     def content_hash(self) -> str:
@@ -107,22 +104,21 @@ class Glossary:
         have = content_words(text)
         lowered = text.lower()
         out: list[list[str]] = []
-        for phrases, literal, kbs, _ in self._compiled:  # type: ignore[attr-defined]
-            if any(p <= have for p in phrases) or (literal is not None and literal.search(lowered)):
-                group = [kb for kb, words in kbs if not (words and words <= have)]
+        for entry in self._entries:
+            if any(p <= have for p in entry.loose) or (entry.literal is not None and entry.literal.search(lowered)):
+                group = [kb for kb, words in entry.kb if not (words and words <= have)]
                 if group:
                     out.append(group)
         return out
-
-    def expand(self, text: str) -> str:
-        """``text`` followed by its expansions: what is retrieved on."""
-        return with_expansions(text, self.expansions(text))
 
 
 def load_glossary(path: Path | str | None) -> Glossary:
     """The glossary in ``path`` (None: an empty one). ConfigError naming the file, line and field when invalid."""
     if path is None:
         return Glossary()
-    path = Path(path)
-    data = load_yaml_model(path, GlossaryFile)
-    return Glossary(tuple(data.terms), str(path))
+    return Glossary(load_yaml_model(Path(path), GlossaryFile).terms)
+
+
+def use_case_glossary(config_dir: Path | str, settings: Any) -> Glossary:
+    """The glossary a use case's settings (``serving.config.UseCaseSettings``) name; an empty one when none."""
+    return load_glossary(Path(config_dir) / settings.glossary if settings.glossary else None)

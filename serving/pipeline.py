@@ -47,7 +47,8 @@ from agenix_assets.core.config import ConfigError
 
 from .backends import BackendError, BackendPool
 from .config import GatewayConfig, ModelRegistry, ModelSpec, Release, UseCaseSettings
-from .glossary import Glossary, load_glossary, with_expansions
+from .extractive import product_codes, with_expansions, without_negated
+from .glossary import Glossary, use_case_glossary
 from .guardrails import GuardrailPolicy, Guardrails, GuardrailViolation, InputResult
 from .prompts import PromptBook
 from .rag import IndexUnavailable, Passage, UseCaseIndex, grounding_problem
@@ -389,18 +390,9 @@ MAX_RETRIEVAL_OVERRIDES = 4
 # ------------------------------------------------------------------------------------------------ the pipeline
 
 
-def asked_product_codes(text: str) -> set[str]:
-    """Product codes a question names, however written ("dg-4060", "GV 4150")."""
-    from .extractive import product_codes
-
-    return product_codes(text)
-
-
 def asked_product_missing(query: str, passages: list[Passage]) -> list[str]:
     """The product codes the question names that no passage to answer from is about. A question about a product
     the knowledge base does not hold must get "I don't know", not another product's figure."""
-    from .extractive import product_codes
-
     asked = product_codes(query)
     if not asked or any(p.asked_product for p in passages):
         return []
@@ -473,7 +465,7 @@ class RagPipeline:
         return cls(use_case, settings, index, load_prompt_book(config.resolve(settings.prompts)),
                    Router(config.registry, config.settings.routing), BackendPool(),
                    lambda: ExtractiveAnswerer(full()), config.registry, guardrails, encoder_for=encoder_for,
-                   glossary=load_glossary(config.resolve(settings.glossary) if settings.glossary else None))
+                   glossary=use_case_glossary(config.config_dir, settings))
 
     async def close(self) -> None:
         await self.backends.close()
@@ -513,8 +505,6 @@ class RagPipeline:
     def expand(self, query: str) -> list[list[str]]:
         """The knowledge base's words for the customer's words in ``query`` (the use case's glossary): one group
         per glossary entry."""
-        from .extractive import without_negated
-
         return self.glossary.expansions(without_negated(query))
 
     def out_of_scope(self, query: str) -> str | None:
@@ -605,7 +595,7 @@ class RagPipeline:
         """One backend call. BackendError when it fails; NoAnswer when the extractive tier finds no sentence."""
         t0 = time.perf_counter()
         if spec.kind == "extractive":
-            got = await self._cpu(partial(self.extractive.answer, expansions=[list(g) for g in expansions]), question,
+            got = await self._cpu(partial(self.extractive.answer, expansions=expansions), question,
                                   [(p.document_id, p.title, p.body, p.relevance) for p in passages])
             if got is None:
                 raise NoAnswer()
@@ -733,15 +723,19 @@ class RagPipeline:
             result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         return result
 
+    def _no_answer(self, result: RagResult, release: Release, reason: str) -> None:
+        """Answer with the prompt's no-answer text before any model ran."""
+        result.route_reason = reason
+        result.tokens_in, result.usage_source = estimate_tokens(result.query), "estimate"  # no model read it
+        result.answer_text = self.no_answer(release)
+
     async def _run(self, result: RagResult, release: Release, allowed_domains: tuple[str, ...] | None,
                    params: dict[str, Any], retrieval: dict[str, Any] | None, placeholders: Iterable[str],
                    request_id: str | None) -> None:
         query = result.query
         scope = self.out_of_scope(query)
         if scope is not None:
-            result.route_reason = f"out of the use case's scope ({scope}) -> no answer"
-            result.tokens_in, result.usage_source = estimate_tokens(query), "estimate"  # no model read it
-            result.answer_text = self.no_answer(release)
+            self._no_answer(result, release, f"out of the use case's scope ({scope}) -> no answer")
             return
         search = with_expansions(query, result.expansions)
         try:
@@ -756,14 +750,12 @@ class RagPipeline:
         # "How long is its run-in period?" as the first message: whose? Any product's figure would be a guess.
         # Only a possessive: "it" may point within the question ("when do we get our unit back? ... it").
         dangling = (not result.rewritten and bool(_POSSESSIVE.search(query)) and not find_entities(query).any()
-                    and not asked_product_codes(query))
+                    and not product_codes(query))
         if not relevant or missing or dangling:
-            result.route_reason = (
+            self._no_answer(result, release, (
                 "nothing relevant retrieved -> no answer" if not relevant else
                 f"the asked product ({', '.join(missing)}) is in no relevant passage -> no answer" if missing else
-                "the question refers back to something the conversation never named -> no answer")
-            result.tokens_in, result.usage_source = estimate_tokens(query), "estimate"  # no model read it
-            result.answer_text = self.no_answer(release)
+                "the question refers back to something the conversation never named -> no answer"))
             return
         result.used = relevant
         try:

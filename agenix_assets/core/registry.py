@@ -172,11 +172,11 @@ def _use_case_files(config_dir: Path, use_case: str) -> tuple[Path, Path, dict[s
                    "no_answer_is_final": settings.no_answer_is_final,
                    "out_of_scope": [r.model_dump(mode="json") for r in settings.out_of_scope]}
         if settings.glossary:
-            from serving.glossary import load_glossary
+            from serving.glossary import use_case_glossary
 
             # A glossary edit changes what is retrieved and quoted: a new retrieval config version.
             serving["glossary"] = {"file": settings.glossary,
-                                   "hash": load_glossary(config_dir / settings.glossary).content_hash}
+                                   "hash": use_case_glossary(config_dir, settings).content_hash}
         return config_dir / settings.prompts, config_dir / settings.rag_config, serving
     rag = next((p for p in sorted((config_dir / "rag").glob("*.yaml"))
                 if load_yaml_model(p, RagSettings).use_case == use_case), None)

@@ -11,7 +11,7 @@ import pytest
 from agenix_assets.core import registry as reg
 from agenix_assets.core.config import ConfigError, load_yaml_model
 from serving.config import GatewaySettings, ScopeRule
-from serving.extractive import SelectionRules, content_words, negated_words, without_negated
+from serving.extractive import SelectionRules, content_words, negated_words, with_expansions, without_negated
 from serving.glossary import Glossary, GlossaryTerm, load_glossary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,8 @@ G = glossary(
 
 def test_a_customer_word_brings_the_knowledge_bases_words():
     assert G.expansions("FAD of the PC-5010?") == [["free air delivery"]]
-    assert G.expand("FAD of the PC-5010?") == "FAD of the PC-5010? (free air delivery)"
+    assert with_expansions("FAD of the PC-5010?", G.expansions("FAD of the PC-5010?")) == \
+        "FAD of the PC-5010? (free air delivery)"
     assert G.expansions("how long is the guarantee?") == [["warranty"]]
     assert G.expansions("guarantees on pumps?") == [["warranty"]]  # a plural ending
 
