@@ -126,6 +126,8 @@ def run_evaluation(*, use_case: str, config_dir: Path, home: Path, candidate: An
     report = {
         "use_case": use_case,
         "candidate_id": candidate.candidate_id,
+        "candidate_hash": candidate.candidate_hash,
+        "parts": {p: {"value": v, "hash": h} for p, (v, h) in candidate.parts().items()},
         "evaluated_at": now,
         "suite": str(suite_path),
         "suite_hash": suite_hash(suite),
