@@ -52,7 +52,8 @@ def resolve_target(config_dir: Path, home: Path, use_case: str, release: str | N
     want = spec.candidate.model_dump()
     if release:
         gw = GatewayConfig.load(config_dir)
-        manifest = load_yaml_model(gw.manifest_path, DeploymentManifest)
+        manifest_path = gw.live_manifest_path(home)
+        manifest = load_yaml_model(manifest_path, DeploymentManifest)
         dep = manifest.use_cases.get(use_case)
         found = None
         if dep is not None:
@@ -61,7 +62,7 @@ def resolve_target(config_dir: Path, home: Path, use_case: str, release: str | N
                 if rel.name == release:
                     found = rel
         if found is None:
-            raise LookupError(f"no release {release!r} of {use_case!r} in {gw.manifest_path}")
+            raise LookupError(f"no release {release!r} of {use_case!r} in {manifest_path}")
         want.update(model=found.model, prompt_version=found.prompt_version, index_version=found.index_version)
     want.update(overrides)
     spec = spec.model_copy(update={"candidate": type(spec.candidate).model_validate(want)})

@@ -201,7 +201,8 @@ def _index_versions(config_dir: Path, production_home: Path, environment: str | 
     from .core.index import collection_name
 
     gateway = GatewayConfig.load(config_dir, environment)
-    manifest = load_yaml_model(gateway.manifest_path, DeploymentManifest) if gateway.manifest_path.is_file() else None
+    live = gateway.live_manifest_path(production_home)
+    manifest = load_yaml_model(live, DeploymentManifest) if live.is_file() else None
     out: dict[str, dict[str, Any]] = {}
     for name, settings in gateway.settings.use_cases.items():
         index = UseCaseIndex.from_config(name, settings, gateway.config_dir, production_home / "index", lambda _q: None)
@@ -354,12 +355,16 @@ def create_sandbox(
             if any(t["table"] == f"{CLEANED_SCHEMA}.cleaned_crm_contacts" for t in tables):
                 export_deny_list(staging / "gateway" / "known_people.json", load_known_people(con))
         manifest_rel = gateway.manifest_path.resolve().relative_to(config)
+        live = gateway.live_manifest_path(home)
+        if live != gateway.manifest_path:
+            # Production serves what the deployer wrote: the sandbox's manifest starts as that, not config's default.
+            shutil.copyfile(live, staging / "config" / manifest_rel)
         record = {
             "name": name,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "source_home": str(home),
             "production_config_dir": str(config),
-            "production_manifest": str(gateway.manifest_path.resolve()),
+            "production_manifest": str(gateway.live_manifest_path(home).resolve()),
             "manifest": str(root / "config" / manifest_rel),
             "environment": gateway.settings.environment,
             "index": indexes,

@@ -226,7 +226,10 @@ class Gateway:
         self.indexes: dict[str, UseCaseIndex] = {}
         self.prompts: dict[str, Any] = {}
         self.pipelines: dict[str, RagPipeline] = {}
-        self.manifest = ManifestWatcher(config.manifest_path, validate=self.validate_manifest)
+        from agenix_assets.core.deployment import deployed_manifest_path
+
+        self.manifest = ManifestWatcher(deployed_manifest_path(self.home, self.settings.environment),
+                                        validate=self.validate_manifest, fallback=config.manifest_path)
         rl = self.settings.request_log
         log_dir = self.home / rl.dir
         kw = dict(flush_interval_s=rl.flush_interval_s, rotate_bytes=int(rl.rotate_mb * 2**20),
@@ -302,6 +305,13 @@ class Gateway:
                         raise ValueError(f"use_cases.{uc}.{where}.prompt_version: {exc.args[0] if exc.args else exc}") from exc
                 if rel.index_version != "live" and uc in self.indexes:
                     self.indexes[uc].resolve(rel.index_version)
+                if rel.pins:
+                    from agenix_assets.core.registry import pin_problems
+
+                    problems = pin_problems(self.config.config_dir, self.home / "index", uc, rel)
+                    if problems:
+                        raise ValueError(f"use_cases.{uc}.{where}: release {rel.name} is pinned to what was approved, "
+                                         f"and config/ no longer holds it: {'; '.join(problems)}")
 
     async def startup(self) -> None:
         loop = asyncio.get_running_loop()

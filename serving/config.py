@@ -288,6 +288,10 @@ class Release(Strict):
     model: str  # a registry model, or "auto": routing picks per request
     prompt_version: str
     index_version: int | Literal["live"] = "live"  # "live": the newest ready index version
+    # Written by the deployer for an approved release: its hash ("release") and each part's content hash
+    # (model, prompt_version, index_version, retrieval_version). The gateway refuses a manifest whose pins no
+    # longer match config/ (a prompt edited in place after approval), so only what was approved serves.
+    pins: dict[str, str] | None = None
 
 
 class CanaryRelease(Strict):
@@ -351,6 +355,14 @@ class GatewayConfig:
     @property
     def manifest_path(self) -> Path:
         return self.config_dir / self.settings.manifest.format(environment=self.settings.environment)
+
+    def live_manifest_path(self, home: Path) -> Path:
+        """The manifest in force: the one the deployer last wrote (AGENIX_HOME/deployments/<environment>.yaml), or
+        the one shipped in config/ until a release has been deployed to this environment."""
+        from agenix_assets.core.deployment import deployed_manifest_path
+
+        deployed = deployed_manifest_path(home, self.settings.environment)
+        return deployed if deployed.is_file() else self.manifest_path
 
     def resolve(self, relative: str) -> Path:
         return self.config_dir / relative

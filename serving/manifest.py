@@ -60,28 +60,34 @@ def write_manifest(path: Path, manifest: DeploymentManifest) -> Path:
 
 
 class ManifestWatcher:
-    def __init__(self, path: Path, validate: Callable[[DeploymentManifest], None] | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path, validate: Callable[[DeploymentManifest], None] | None = None,
+                 fallback: Path | None = None):
+        # ``path`` is where the deployer writes; ``fallback`` (config's shipped manifest) is read while it is absent.
+        self.deployed = Path(path)
+        self.fallback = Path(fallback) if fallback else None
+        self.path = self.deployed
         self.validate = validate
         self.current: DeploymentManifest | None = None
         self.sha: str | None = None
         self.last_error: str | None = None
         self.reloads = 0
         self.rejections = 0
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, str] | None = None
 
     def poll(self) -> bool:
         """Reload if the file changed; True when a new manifest came into force."""
+        if self.fallback is not None:
+            self.path = self.deployed if self.deployed.exists() or not self.fallback.exists() else self.fallback
         try:
             st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
+            stamp = (st.st_mtime_ns, st.st_size, str(self.path))
         except FileNotFoundError:
-            stamp = (-1, -1)
+            stamp = (-1, -1, str(self.path))
         if stamp == self._stamp:
             return False
         self._stamp = stamp
         try:
-            if stamp == (-1, -1):
+            if stamp[0] == -1:
                 raise ConfigError(f"{self.path}: deployment manifest not found")
             data = self.path.read_bytes()
             sha = hashlib.sha256(data).hexdigest()[:16]

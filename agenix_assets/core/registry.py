@@ -426,10 +426,12 @@ def production_parts(config_dir: Path, index_root: Path, use_case: str, registri
                      environment: str | None = None) -> tuple[str, ResolvedCandidate] | None:
     """The production release of the use case (deployments/<environment>.yaml) resolved like a candidate, and
     its release name; None when the environment does not deploy the use case."""
-    from serving.config import DeploymentManifest, GatewaySettings
+    from serving.config import DeploymentManifest
 
-    settings = load_yaml_model(Path(config_dir) / "gateway" / "gateway.yaml", GatewaySettings)
-    path = Path(config_dir) / settings.manifest.format(environment=environment or settings.environment)
+    from serving.config import GatewayConfig
+
+    # The manifest in force: what the deployer wrote under AGENIX_HOME (index_root's parent), else config's.
+    path = GatewayConfig.load(config_dir, environment).live_manifest_path(Path(index_root).parent)
     manifest = load_yaml_model(path, DeploymentManifest)
     deployed = manifest.use_cases.get(use_case)
     if deployed is None:
@@ -439,6 +441,17 @@ def production_parts(config_dir: Path, index_root: Path, use_case: str, registri
                                                                   index_version=r.index_version))
     servable = servable_index_versions(config_dir, index_root, use_case)
     return r.name, resolve_candidate(registries, spec, servable).candidate
+
+
+def pin_problems(config_dir: Path, index_root: Path, use_case: str, release: Any) -> list[str]:
+    """Which pinned parts of a deployed release (``serving.config.Release`` with ``pins``) config/ no longer holds:
+    e.g. its prompt version edited in place after approval. Empty when every pin matches."""
+    spec = ReleaseSpec(use_case=use_case, candidate=CandidateSpec(
+        model=release.model, prompt_version=release.prompt_version, index_version=release.index_version))
+    now = resolve_candidate(load_registries(config_dir, use_case), spec,
+                            servable_index_versions(config_dir, index_root, use_case)).candidate
+    return [f"{part} {value} was {release.pins[part]} when approved, is {h} now"
+            for part, (value, h) in now.parts().items() if part in release.pins and release.pins[part] != h]
 
 
 def differing_parts(candidate: ResolvedCandidate, production: ResolvedCandidate | None) -> list[str]:
@@ -572,7 +585,7 @@ __all__ = [
     "CANDIDATE_RESOLVES", "CANDIDATES_TABLE", "ENTRIES_TABLE", "MISSING", "release_spec_path", "CandidateSpec", "Registries", "Registry", "RegistryEntry", "RegistryError",
     "ReleaseSpec", "Resolution", "ResolvedCandidate", "canonical_json", "content_hash", "current_candidate",
     "differing_parts", "entry_content", "latest_candidate", "load_model_registry", "load_prompt_registry",
-    "load_registries", "load_release_spec", "load_retrieval_registry", "production_parts", "record_candidate",
+    "load_registries", "load_release_spec", "load_retrieval_registry", "pin_problems", "production_parts", "record_candidate",
     "record_entries", "resolve_candidate", "resolved_candidate", "servable_index_versions", "stale_parts",
 ]
 

@@ -107,7 +107,7 @@ def test_the_shipped_spec_resolves_to_the_production_tuple(config_dir: Path):
     c = got.candidate
     assert got.resolves and (c.model, c.prompt_version, c.index_version, c.retrieval_version) == ("auto", "v1", 2, "v1")
     assert c.candidate_id == f"{UC}-{c.candidate_hash[:8]}"
-    assert c.release().model_dump() == {"name": c.candidate_id, "model": "auto", "prompt_version": "v1",
+    assert c.release().model_dump(exclude_none=True) == {"name": c.candidate_id, "model": "auto", "prompt_version": "v1",
                                         "index_version": 2}
 
 
