@@ -92,3 +92,142 @@ def test_the_charter_names_its_risk_class_dpia_and_file():
     assert charter["latency_target_ms_p95"] == 2500
     assert charter["file"].endswith("use_cases/support_assistant.yaml") and len(charter["file_sha256"]) == 64
     assert {r["id"] for r in charter["risks"]} == {"RISK-001", "RISK-002"}
+
+
+def approval(seq: int, role: str, by: str, note: str, **extra) -> dict:
+    return {"seq": seq, "hash": f"{seq:064x}", "use_case": USE_CASE, "release": RELEASE, "release_hash": RELEASE_HASH,
+            "role": role, "by": by, "approver_id": by.split()[0].lower(), "note": note,
+            "signed_at": f"2026-12-08T08:0{seq}:00+00:00", "recorded_at": f"2026-12-08T08:0{seq}:01+00:00",
+            "channel": "cli", "run_id": "", **extra}
+
+
+def window(env: str, slot: str, release: str, start: str, end: str | None, weight: float = 1.0) -> dict:
+    return {"environment": env, "slot": slot, "release": release, "from": start, "to": end, "moved_in_by": "ops",
+            "moved_in_reason": f"promote {release}", "moved_out_by": "ops" if end else None,
+            "moved_out_reason": "superseded" if end else None, "max_weight": weight}
+
+
+def event(seq: int, stage: str, release: str, at: str, weight: float = 1.0, previous: str | None = None) -> dict:
+    return {"seq": seq, "hash": f"e{seq:063x}", "environment": "local", "use_case": USE_CASE, "stage": stage,
+            "release": release, "release_hash": RELEASE_HASH if release == RELEASE else "1111aaaa2222bbbb",
+            "weight": weight, "previous_release": previous, "actor": "ops@halvorsen.example", "run_id": f"run-{seq}",
+            "reason": f"{stage} {release}", "at": at}
+
+
+def gate(evaluation_id: str, check: str, passed: bool, evidence_: dict, at: str) -> dict:
+    return {"evaluation_id": evaluation_id, "asset": "support_assistant/release_candidate", "check": check,
+            "passed": passed, "description": f"{check} {'ok' if passed else 'broken'}", "evidence": evidence_,
+            "run_id": f"run-{evaluation_id}", "evaluated_at": at, "published": passed, "source": "gates.evaluations"}
+
+
+def inputs(**overrides) -> dict:
+    """A release approved by a product owner (whose note tries to inject a script) but not yet by the DPO,
+    canaried, promoted, rolled back and promoted again; one of its gate evaluations failed and was rerun."""
+    report = {
+        "use_case": USE_CASE, "candidate_id": RELEASE, "candidate_hash": RELEASE_HASH,
+        "parts": {"model": {"value": "auto", "hash": "a2fceb708d42009c"}},
+        "evaluated_at": "2026-12-08T01:58:31+00:00", "suite": "golden.yaml", "suite_hash": "be9f0f408f03f213",
+        "passed": True, "production_release": "support-assistant-r1",
+        "candidate": {"release": {"name": RELEASE}, "summary": {"accuracy": 0.9231, "latency_p95_ms": 1784.5},
+                      "records": [{"id": "Q-001"}]},
+        "production": {"release": {"name": "support-assistant-r1"},
+                       "summary": {"accuracy": 0.8923, "latency_p95_ms": 1800.0}, "records": []},
+        "deltas": {"accuracy": {"candidate": 0.9231, "production": 0.8923, "delta": 0.0308, "better": "higher"}},
+        "verdicts": [{"check": "charter_thresholds", "passed": True, "description": "met: accuracy 0.9231 >= 0.85",
+                      "evidence": {"accuracy": 0.9231, "accuracy_threshold": 0.85}}],
+        "report_path": "eval/support-assistant/support-assistant-65e046c2/report.html",
+    }
+    base = {
+        "release": RELEASE, "use_case": USE_CASE, "generated_at": "2026-12-08T12:00:00+00:00",
+        "charter": evidence.collect_charter(CONFIG_DIR, USE_CASE),
+        "sources": evidence.collect_sources(CONFIG_DIR, USE_CASE),
+        "release_parts": {"model": {"value": "auto", "hash": "a2fceb708d42009c"},
+                          "prompt_version": {"value": "v1", "hash": "9a9cf648836e69e6"},
+                          "index_version": {"value": 1, "hash": "70a765ec654f8ced"},
+                          "retrieval_version": {"value": "v1", "hash": "18fb108814db23b3"}},
+        "gate_history": [
+            gate("e1", "candidate_resolves", False, {"candidate_id": RELEASE, "problems": ["index 9 <missing>"]},
+                 "2026-12-07T22:12:03+00:00"),
+            gate("e2", "candidate_resolves", True, {"candidate_hash": RELEASE_HASH, "problems": []},
+                 "2026-12-07T22:12:55+00:00"),
+            gate("e3", "candidate_resolves", True, {"candidate_id": "support-assistant-65e046c2ff"},
+                 "2026-12-07T23:00:00+00:00"),
+            gate("e4", "no_pii_in_chunks", True, {"findings": 0}, "2026-12-07T23:10:00+00:00"),
+        ],
+        "approvals": [approval(1, "product_owner", "Lena Brandt", "<script>alert('pwned')</script> ok to ship")],
+        "invalid_approvals": [approval(2, "dpo", "Mallory Fake", "self-approved",
+                                       problem="signature does not match the record")],
+        "approval_requirement": {"risk_class": "medium", "required_roles": ["product_owner", "dpo"],
+                                 "missing_roles": ["dpo"], "dpia_required": False, "dpia_reference": "DPIA-2026-003"},
+        "eval_report": report,
+        "deployment_events": [
+            event(1, "canary", RELEASE, "2026-12-08T08:30:00+00:00", weight=0.1),
+            event(2, "production", RELEASE, "2026-12-08T09:00:00+00:00", previous="support-assistant-r1"),
+            event(3, "rollback", "support-assistant-r1", "2026-12-08T09:30:00+00:00", previous=RELEASE),
+            event(4, "production", RELEASE, "2026-12-08T10:30:00+00:00", previous="support-assistant-r1"),
+        ],
+        "release_windows": [
+            window("staging", "serving", RELEASE, "2026-12-08T07:00:00+00:00", None),
+            window("local", "serving", "support-assistant-r1", "2026-11-01T00:00:00+00:00",
+                   "2026-12-08T09:00:00+00:00"),
+            window("local", "canary", RELEASE, "2026-12-08T08:30:00+00:00", "2026-12-08T09:00:00+00:00", 0.1),
+            # Written with another offset: 11:00+02:00 is 09:00 UTC, the first time it served production.
+            window("local", "serving", RELEASE, "2026-12-08T11:00:00+02:00", "2026-12-08T09:30:00+00:00"),
+            window("local", "serving", "support-assistant-r1", "2026-12-08T09:30:00+00:00",
+                   "2026-12-08T10:30:00+00:00"),
+            window("local", "serving", RELEASE, "2026-12-08T10:30:00+00:00", None),
+        ],
+        "audit_problems": [],
+        "dagster_checks": [{"asset": "support_assistant/raw_kb_documents", "check": "privacy_review_approved",
+                            "passed": True, "run_id": "run-9", "evaluated_at": "2026-12-07T21:00:00+00:00",
+                            "metadata": {"review": "PR-2026-005"}, "severity": "ERROR"}],
+    }
+    return {**base, **overrides}
+
+
+def test_the_summary_answers_who_approved_whether_it_passed_and_when_it_went_live():
+    pack = evidence.build_pack(**inputs())
+    s = pack["summary"]
+
+    assert pack["schema_version"] == 1
+    assert (s["release"], s["release_hash"], s["release_hashes_consistent"]) == (RELEASE, RELEASE_HASH, True)
+    assert s["risk_class"] == "medium"
+    assert s["evaluation_passed"] is True
+    assert s["approvals_complete"] is False and s["missing_roles"] == ["dpo"]
+    assert s["approved_by"] == [
+        {"role": "product_owner", "by": "Lena Brandt", "signed_at": "2026-12-08T08:01:00+00:00"}]
+    assert s["invalid_approvals"] == 1
+    # The earliest production serving window (09:00 UTC, written as 11:00+02:00); staging does not count.
+    assert s["first_live_in_production"] == "2026-12-08T11:00:00+02:00"
+    assert sorted(s["currently_live_in"]) == ["local/serving", "staging/serving"]
+    assert (s["gates_total"], s["gates_failed"], s["gate_checks_failed"]) == (4, 1, 1)
+    assert s["audit_trail_intact"] is True
+    assert pack["evaluation"]["candidate"] == {"release": {"name": RELEASE},
+                                              "summary": {"accuracy": 0.9231, "latency_p95_ms": 1784.5}}
+
+
+def test_a_gate_concerns_the_release_when_its_evidence_names_its_id_or_hash():
+    pack = evidence.build_pack(**inputs())
+
+    assert [g["concerns_release"] for g in pack["gate_history"]] == [True, True, False, False]
+    assert pack["summary"]["gates_concerning_release"] == 2
+    assert [c["concerns_release"] for c in pack["dagster_checks"]] == [False]
+
+
+def test_without_an_evaluation_of_this_release_the_summary_does_not_claim_one():
+    other = {**inputs()["eval_report"], "candidate_id": "support-assistant-95aa79f2", "candidate_hash": "95aa79f2"}
+
+    assert evidence.build_pack(**inputs(eval_report=None))["summary"]["evaluation_passed"] is None
+    pack = evidence.build_pack(**inputs(eval_report=other))
+    assert pack["summary"]["evaluation_passed"] is None and pack["evaluation"]["concerns_release"] is False
+
+
+def test_broken_ledgers_and_disagreeing_hashes_show_in_the_summary():
+    events = inputs()["deployment_events"]
+    events[0] = {**events[0], "release_hash": "ffff0000ffff0000"}
+    pack = evidence.build_pack(**inputs(audit_problems=["approvals.jsonl:3: record 3 was altered"],
+                                        deployment_events=events))
+
+    assert pack["summary"]["audit_trail_intact"] is False
+    assert pack["summary"]["release_hashes_consistent"] is False
+    assert pack["release_hashes"] == [RELEASE_HASH, "ffff0000ffff0000"]
