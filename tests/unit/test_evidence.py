@@ -3,6 +3,8 @@ the derived answers, the HTML page and the files written."""
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -231,3 +233,54 @@ def test_broken_ledgers_and_disagreeing_hashes_show_in_the_summary():
     assert pack["summary"]["audit_trail_intact"] is False
     assert pack["summary"]["release_hashes_consistent"] is False
     assert pack["release_hashes"] == [RELEASE_HASH, "ffff0000ffff0000"]
+
+
+def test_the_page_shows_every_approval_escaped_every_gate_and_the_live_windows():
+    pack = evidence.build_pack(**inputs())
+    page = evidence.render_html(pack)
+
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; ok to ship" in page
+    assert "Lena Brandt" in page and "Mallory Fake" in page
+    assert "signature does not match the record" in page
+    for g in pack["gate_history"]:
+        assert g["evaluated_at"] in page
+    assert "problems=[&quot;index 9 &lt;missing&gt;&quot;]" in page  # evidence as key=value, escaped
+    assert page.count("<tr class='failed this'>") == 1  # the failed gate, which concerns this release
+    assert page.count("◆ this release") == 2
+    assert "Live windows: which version was live when" in page
+    for w in pack["release_windows"]:
+        assert f"<td>{w['from']}</td>" in page
+    assert page.count("still live") == 2
+    sections = ["Summary", "Charter and risk class", "Release parts", "Sources and privacy reviews", "Approvals",
+                "Evaluation", "Gate history", "Dagster check history", "Deployment timeline", "Live windows",
+                "Audit-trail verification"]
+    positions = [page.index(f"<h2>{s}") for s in sections]
+    assert positions == sorted(positions)
+    assert 'href="eval/support-assistant/support-assistant-65e046c2/report.html"' in page
+    assert not any(tag in page for tag in ("<link", "<script", "src=", "@import"))  # self-contained
+
+
+def test_a_broken_audit_trail_lists_each_problem_in_red():
+    problem = "approvals.jsonl:3: record 3 was altered (its content does not match its hash)"
+    page = evidence.render_html(evidence.build_pack(**inputs(audit_problems=[problem])))
+
+    assert f"<li class='fail'>{problem}</li>" in page
+    assert "<span class='badge bad'>BROKEN</span>" in page
+
+
+def test_write_pack_writes_both_files_and_the_json_round_trips(tmp_path):
+    report = {**inputs()["eval_report"], "report_path": str(tmp_path / "eval" / RELEASE / "report.html")}
+    pack = evidence.build_pack(**inputs(eval_report=report))
+    out = tmp_path / "evidence" / USE_CASE
+
+    paths = evidence.write_pack(pack, out)
+
+    assert paths == {"json": out / f"evidence-{RELEASE}.json", "html": out / f"evidence-{RELEASE}.html"}
+    assert json.loads(paths["json"].read_text(encoding="utf-8")) == pack
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page == evidence.render_html(pack, base_dir=out)
+    assert f'href="../../eval/{RELEASE}/report.html"' in page  # relative: the pack and the report travel together
+    assert sorted(p.name for p in out.iterdir()) == [f"evidence-{RELEASE}.html", f"evidence-{RELEASE}.json"]
+    with pytest.raises(ValueError, match="cannot name a file"):
+        evidence.write_pack({**pack, "release": "../escape"}, out)
