@@ -249,7 +249,7 @@ def build_pack(*, release: str, use_case: str, generated_at: str, charter: dict[
         "release_hashes_consistent": len(hashes) <= 1,
         "risk_class": charter.get("risk_class") or approval_requirement.get("risk_class"),
         # None: no evaluation of this release is in the pack (none given, or one of another candidate).
-        "evaluation_passed": bool(evaluation["passed"]) if evaluation and evaluation["concerns_release"] else None,
+        "evaluation_passed": bool(evaluation.get("passed")) if evaluation and evaluation["concerns_release"] else None,
         "approvals_complete": not missing,
         "required_roles": list(approval_requirement.get("required_roles") or []),
         "missing_roles": missing,
