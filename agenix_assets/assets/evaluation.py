@@ -215,7 +215,8 @@ def build_evaluation_assets(use_case: str) -> list:
                                 log=context.log, command=f"dagster run {context.run_id}",
                                 autostart=model_servers.autostart)
         verdicts = [gates.GateResult(report_key.to_user_string(), v["check"], v["passed"], v["description"],
-                                     {k: x for k, x in v["evidence"].items() if k != "examples"},
+                                     {"candidate_id": report["candidate_id"], "candidate_hash": report["candidate_hash"],
+                                      **{k: x for k, x in v["evidence"].items() if k != "examples"}},
                                      context.run_id, report["evaluated_at"]) for v in report["verdicts"]]
         with warehouse.connect() as con:
             ensure_schema(con)
