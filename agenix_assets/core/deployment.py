@@ -205,3 +205,53 @@ def rollback(home: Path, config_dir: Path, use_case: str, *, actor: str, reason:
                         release=target["name"], release_hash=(target.get("pins") or {}).get("release", ""),
                         actor=actor, reason=reason, weight=1.0, spec=target, previous_release=current.release.name,
                         previous_spec=current.release.model_dump(mode="json", exclude_none=True), run_id=run_id)
+
+
+# ------------------------------------------------------------------------------------------------ rollout state
+
+
+def stage_started_at(home: Path, use_case: str, release: str, stage: str) -> str | None:
+    """When the newest ``stage`` event of ``release`` was recorded (a canary step's start, the shadow's start)."""
+    found = [e["at"] for e in events(home, use_case) if e["release"] == release and e["stage"] == stage]
+    return found[-1] if found else None
+
+
+def assess_rollout(home: Path, config_dir: Path, use_case: str, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Where the use case's rollout stands and what the request logs say about it, judged by the rollout policy
+    (config/rollout.yaml): ``{"stage": "none"|"shadow"|"canary", "release", "baseline", "weight", "decision"}``.
+    The canary-health sensor and the canary_deployment asset both call this, so the asset re-judges what the
+    sensor saw instead of trusting its request."""
+    from serving.config import GatewayConfig
+
+    from . import rollout
+
+    manifest, _ = load_manifest(config_dir, home)
+    dep = manifest.use_cases.get(use_case)
+    out: dict[str, Any] = {"stage": "none", "release": None, "baseline": dep.release.name if dep else None,
+                           "weight": 0.0, "decision": None, "started_at": None}
+    if dep is None or (dep.canary is None and dep.shadow is None):
+        return out
+    now = now or dt.datetime.now(dt.UTC)
+    policy = rollout.load_rollout_policy(config_dir, use_case)
+    log_dir = Path(home) / GatewayConfig.load(config_dir).settings.request_log.dir
+    if dep.canary is not None:
+        name = dep.canary.release.name
+        started = stage_started_at(home, use_case, name, "canary")
+        since = _parse(started) if started else now - dt.timedelta(hours=1)
+        decision = rollout.judge_canary(policy, canary_release=name, baseline_release=dep.release.name,
+                                        traffic=rollout.load_traffic(log_dir, use_case, since), step_started_at=since,
+                                        now=now, weight=dep.canary.weight)
+        out.update(stage="canary", release=name, weight=dep.canary.weight, decision=decision, started_at=started)
+    else:
+        name = dep.shadow.release.name
+        started = stage_started_at(home, use_case, name, "shadow")
+        since = _parse(started) if started else now - dt.timedelta(hours=1)
+        decision = rollout.judge_shadow(policy, shadow_release=name, primary_release=dep.release.name,
+                                        traffic=rollout.load_traffic(log_dir, use_case, since), started_at=since,
+                                        now=now)
+        out.update(stage="shadow", release=name, decision=decision, started_at=started)
+    return out
+
+
+def _parse(ts: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
