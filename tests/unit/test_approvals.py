@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
 
+from agenix_assets.cli import app
 from agenix_assets.core import approvals as ap
 from agenix_assets.core.config import ConfigError
 from agenix_assets.core.ledger import canonical, record_hash
@@ -322,3 +324,84 @@ def test_a_replayed_record_is_detected(home, trail):
         f.write(json.dumps(record, sort_keys=True) + "\n")
     assert ap.verify_audit(home) == [
         f"{trail}:4: approval seq 4 by Lena Brandt: nonce already recorded by seq 1 (replayed)"]
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _write_report(home: Path, release: str = RELEASE, passed: bool = True) -> None:
+    folder = home / "eval" / "support-assistant" / release
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({
+        "use_case": "support-assistant", "candidate_id": release, "candidate_hash": "cd" * 32, "passed": passed}))
+
+
+def _run(home: Path, *args: str, **env: str):
+    return CliRunner().invoke(app, list(args), env={"AGENIX_HOME": str(home), "COLUMNS": "200", **env})
+
+
+def test_cli_adds_lists_and_revokes_approvers(home):
+    added = _run(home, "approvers", "add", "--name", "Lena Brandt", "--role", "product_owner", "--by", "admin")
+    assert added.exit_code == 0, added.output
+    approver_id = next(line.split()[1] for line in added.output.splitlines() if line.startswith("approver_id:"))
+    cred = home / "audit" / "credentials" / f"{approver_id}.cred"
+    assert f"credential:  {cred}" in added.output and "Hand this file to Lena Brandt; it is shown once" in added.output
+    assert cred.stat().st_mode & 0o777 == 0o600
+    assert ap.load_credential(cred)[0] == approver_id
+    listed = json.loads(_run(home, "approvers", "list", "--json").output)
+    assert [(a["approver_id"], a["name"], a["role"], a["revoked_at"]) for a in listed] == [
+        (approver_id, "Lena Brandt", "product_owner", None)]
+    revoked = _run(home, "approvers", "revoke", approver_id, "--by", "admin", "--reason", "lost laptop")
+    assert revoked.exit_code == 0, revoked.output
+    assert ap.approvers(home)[approver_id].revoked_reason == "lost laptop"
+    assert ": lost laptop" in _run(home, "approvers", "list").output
+    bad = _run(home, "approvers", "add", "--name", "X", "--role", "ceo")
+    assert bad.exit_code == 1 and "role: 'ceo' is not a role of the approval policy" in bad.output
+
+
+def test_cli_approves_an_evaluated_release_and_records_it(home, policy, lena):
+    _write_report(home)
+    result = _run(home, "approve", RELEASE, "--role", "product_owner", "--by", "Lena Brandt", "--note", "KPIs met",
+                  AGENIX_APPROVER_CREDENTIAL=lena[1])
+    assert result.exit_code == 0, result.output
+    stored = ap.approvals_for(home, RELEASE).valid
+    assert [(a["release_hash"], a["channel"], a["note"]) for a in stored] == [("cd" * 32, "cli", "KPIs met")]
+    assert f"seq 1, hash {stored[0]['hash']}" in result.output
+    assert "missing approval by llm_lead (medium risk needs product_owner, llm_lead)" in result.output
+
+
+def test_cli_refuses_a_release_nobody_evaluated_or_that_failed(home, lena):
+    result = _run(home, "approve", RELEASE, "--role", "product_owner", "--by", "Lena Brandt", "--note", "x",
+                  "--credential", lena[1])
+    assert result.exit_code == 1
+    assert f"release {RELEASE} has no evaluation report under {home / 'eval'}: evaluate it first" in result.output
+    _write_report(home, passed=False)
+    result = _run(home, "approve", RELEASE, "--role", "product_owner", "--by", "Lena Brandt", "--note", "x",
+                  "--credential", lena[1])
+    assert result.exit_code == 1 and "did not pass its evaluation" in result.output
+    assert not (home / "audit" / "approvals.jsonl").exists()
+
+
+def test_cli_token_only_signs_and_the_launchpad_side_records_it(home, policy, marco):
+    _write_report(home)
+    result = _run(home, "approve", RELEASE, "--role", "llm_lead", "--by", "Marco Rossi", "--note", "evals pass",
+                  "--credential", marco[1], "--token")
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert token.startswith("agxa_") and len(result.output.splitlines()) == 1
+    assert not (home / "audit" / "approvals.jsonl").exists()
+    form = {"release": RELEASE, "role": "llm_lead", "by": "Marco Rossi", "note": "evals pass"}
+    stored = ap.record_approval(home, ap.decode_token(token), policy, expected=form, run_id="r1")
+    assert (stored["channel"], stored["release_hash"]) == ("launchpad", "cd" * 32)
+
+
+def test_cli_audit_verify_exits_1_on_tamper_and_0_when_intact(home, trail):
+    intact = _run(home, "audit", "verify")
+    assert intact.exit_code == 0, intact.output
+    assert "audit trail intact: 3 approvals, 2 approvers" in intact.output
+    trail.write_text(trail.read_text().replace('"KPIs met"', '"KPIs not met"'))
+    broken = _run(home, "audit", "verify")
+    assert broken.exit_code == 1
+    assert f"{trail}:1: approval seq 1 by Lena Brandt: signature does not match the record" in broken.output
+    report = json.loads(_run(home, "audit", "verify", "--json").output)
+    assert report["intact"] is False and len(report["problems"]) == 2
