@@ -216,6 +216,14 @@ def test_revoked_approver_cannot_approve_but_its_earlier_approval_stays_valid(ho
     assert ap.verify_audit(home) == []
 
 
+def test_a_token_signed_before_revocation_is_not_recorded_after_it(home, policy, lena):
+    """Otherwise a revoked credential could backdate signed_at and still approve."""
+    signed = _sign(lena[1], "product_owner", "Lena Brandt")
+    ap.revoke_approver(home, lena[0].approver_id, "admin", "credential leaked")
+    with pytest.raises(ap.ApprovalError, match=r"^approver_id: .* was revoked at .* \(credential leaked\)"):
+        ap.record_approval(home, signed, policy)
+
+
 def test_one_person_approves_a_release_in_one_role_only(home, policy, lena):
     _, as_llm_lead = ap.add_approver(home, "Lena Brandt", "llm_lead", "admin", policy)
     ap.approve(home, lena[1], policy, **FIELDS, role="product_owner", by="Lena Brandt", note="ok")
@@ -311,6 +319,18 @@ def test_a_forged_record_by_an_unregistered_approver_is_detected(home, trail):
     _append_with_valid_chain(trail, statement, Ed25519PrivateKey.generate())
     assert ap.verify_audit(home) == [
         f"{trail}:4: approval seq 4 by Mallory: approver apr_0123456789 is not registered (forged)"]
+
+
+def test_a_record_signed_after_its_approver_was_revoked_is_detected(home, trail, lena):
+    ap.revoke_approver(home, lena[0].approver_id, "admin", "left the company")
+    statement = {**ap.statement_of(json.loads(_lines(trail)[0])), "release": "support-assistant-44444444",
+                 "signed_at": dt.datetime.now(dt.UTC).isoformat(), "nonce": "d" * 32}
+    _append_with_valid_chain(trail, statement, ap.load_credential(lena[1])[1])  # Lena's real, revoked key
+    problems = ap.verify_audit(home)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{trail}:4: approval seq 4 by Lena Brandt: approver {lena[0].approver_id} "
+                                  "(Lena Brandt) was revoked at ")
+    assert [a["seq"] for a in ap.approvals_for(home, RELEASE).valid] == [1, 2]  # signed before: still valid
 
 
 def test_a_replayed_record_is_detected(home, trail):
