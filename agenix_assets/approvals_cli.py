@@ -193,7 +193,8 @@ def approvers_revoke(
 
 
 def approve_command(
-    release: Annotated[str, typer.Argument(help="Release id, e.g. support-assistant-1a2b3c4d (its eval report names it)")],
+    release: Annotated[str, typer.Argument(help="Release id, e.g. support-assistant-1a2b3c4d (as its eval report "
+                                           "names it)")],
     role: Annotated[str, typer.Option("--role", help="The role you approve in (your credential's role)")],
     by: Annotated[str, typer.Option("--by", help="Your name, as registered")],
     note: Annotated[str, typer.Option("--note", help="What you checked and why you approve (kept in the audit trail)")],
