@@ -16,6 +16,7 @@ import typer
 from agenix_bench.cli import bench_app
 from serving.keys_cli import keys_app  # the gateway's key management lives with the gateway
 
+from .approvals_cli import approve_command, approvers_app, audit_command
 from .core.config import ConfigError, load_project_config, load_yaml_model
 from .core.paths import AgenixPaths
 from .eval_cli import eval_command
@@ -42,6 +43,9 @@ run_monitoring:
 app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
 app.command("eval")(eval_command)
+app.command("approve")(approve_command)
+app.add_typer(approvers_app, name="approvers")
+app.command("audit")(audit_command)
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Platform folder (default: $AGENIX_HOME or .agenix)", show_default=False)
