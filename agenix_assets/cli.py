@@ -236,6 +236,32 @@ def materialize(
 
 
 @app.command()
+def rollback(
+    use_case: Annotated[str, typer.Argument(help="the use case, e.g. support-assistant")],
+    by: Annotated[str, typer.Option("--by", help="who rolls back (recorded in the deployment ledger)")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded)")] = "manual rollback",
+    home: HomeOption = None,
+    config_dir: ConfigDirOption = None,
+) -> None:
+    """Put production's previous release back in force (canary and shadow cleared): one manifest write, which the
+    gateway picks up within a second. Recorded in AGENIX_HOME/deployments/events.jsonl."""
+    import getpass
+
+    from .core.deployment import DeploymentError
+    from .core.deployment import rollback as do_rollback
+
+    paths = _paths(home)
+    try:
+        event = do_rollback(paths.home, _config_dir(config_dir), use_case,
+                            actor=f"user:{by or getpass.getuser()} (agenix rollback)", reason=reason)
+    except (DeploymentError, ConfigError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{use_case}: production serves {event['release']} again (was {event['previous_release']}); "
+               f"ledger record {event['seq']}")
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Web UI port")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",

@@ -13,12 +13,16 @@ import dagster as dg
 
 from .assets.governance import build_governance_assets, privacy_review_key
 from .assets.rag import build_rag_assets
+from .assets.audit import build_audit_assets
+from .assets.deployment import build_deployment_assets
 from .assets.evaluation import build_evaluation_assets
+from .assets.rag import rag_key
 from .assets.release import MODEL_REGISTRY, build_model_registry_asset, build_release_assets
 from .assets.sources import build_source_assets, raw_key
 from .assets.transform import build_transform_assets, dbt_resource
 from .core.config import load_project_config
 from .core.paths import AgenixPaths
+from .resources.deployer import LocalDeployer
 from .resources.embedder import EmbedderResource
 from .resources.llm import ModelServerResource
 from .resources.platform import AgenixResource
@@ -26,6 +30,8 @@ from .resources.vector_store import VectorStoreResource
 from .resources.warehouse import WarehouseResource
 from .sensors.landing import build_landing_sensor, ingest_job_name
 from .sensors.release import RELEASE_CANDIDATE_JOB, build_release_candidate_sensor, candidate_selection
+from .sensors.rollout import ROLLOUT_JOB, build_rollout_sensors
+from .sensors.rollout import rollback_job
 from .sensors.runs import dead_run_sweeper
 
 INGESTION_GROUPS = ("governance", "sources", "transform", "rag")
@@ -33,6 +39,9 @@ DOWNSTREAM_OF_SOURCE = ("sources", "transform", "rag")
 INGESTION_JOB = "ingestion_job"
 MATERIALIZE_ALL_JOB = "materialize_all"
 NIGHTLY_SCHEDULE = "nightly_ingestion"
+APPROVE_RELEASE_JOB = "approve_release_job"
+RELEASE_STEPS = ("approved_release", "staging_deployment", "shadow_deployment", "canary_deployment",
+                 "production_deployment")
 
 
 def build_definitions(config_dir: Path | None = None, home: Path | None = None, as_of: str | None = None) -> dg.Definitions:
@@ -50,6 +59,9 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         build_model_registry_asset(),
         *[a for settings in config.rag for a in build_release_assets(settings.use_case)],
         *[a for settings in config.rag for a in build_evaluation_assets(settings.use_case)],
+        *[a for settings in config.rag for a in build_deployment_assets(settings.use_case)],
+        *[a for settings in config.rag
+          for a in build_audit_assets(settings.use_case, rag_key(settings.use_case, "release_history"))],
     ]
     use_cases = [settings.use_case for settings in config.rag]
 
@@ -76,7 +88,29 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         selection=_union([dg.AssetSelection.assets(MODEL_REGISTRY), *[candidate_selection(uc) for uc in use_cases]]),
         description="The model, prompt and retrieval registries, the release candidate and its evaluation.",
     )
-    materialize_all = dg.define_asset_job(MATERIALIZE_ALL_JOB, selection=dg.AssetSelection.all(), description="Every asset and check.")
+    # An approval from the Launchpad: each use case's release_approvals (config: release, role, by, note, token)
+    # and the approved_release gate it feeds.
+    approve_release_job = dg.define_asset_job(
+        APPROVE_RELEASE_JOB,
+        selection=_union([dg.AssetSelection.assets(rag_key(uc, "release_approvals"), rag_key(uc, "approved_release"))
+                          for uc in use_cases]),
+        description="Record a signed approval (Launchpad config: release, role, by, note and the token from "
+        "`agenix approve ... --token`) and re-judge the approved_release gate.",
+    )
+    # The rollout sensors request single steps of it; launched whole it runs each step once, in order.
+    rollout_job = dg.define_asset_job(
+        ROLLOUT_JOB, selection=dg.AssetSelection.groups("deployment", "audit")
+        | dg.AssetSelection.assets(*[rag_key(uc, "approved_release") for uc in use_cases]),
+        description="The approved_release gate, staging, shadow, canary and production deployments, the release "
+        "history and the evidence packs.",
+    )
+    # Approval and deployment steps move a release only when asked (the rollout sensors, the Launchpad): without
+    # approvals approved_release fails its gate, and a deployment is never a side effect of "materialize everything".
+    gated_steps = [rag_key(uc, name) for uc in use_cases for name in RELEASE_STEPS]
+    materialize_all = dg.define_asset_job(
+        MATERIALIZE_ALL_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.assets(*gated_steps),
+        description="Every asset and check except the approval gate and the deployment steps (approve_release_job, "
+        "release_rollout_job).")
     nightly = dg.ScheduleDefinition(
         name=NIGHTLY_SCHEDULE,
         job=ingestion_job,
@@ -88,11 +122,13 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
 
     return dg.Definitions(
         assets=assets,
-        jobs=[ingestion_job, materialize_all, release_candidate_job, *ingest_jobs],
+        jobs=[ingestion_job, materialize_all, release_candidate_job, approve_release_job, rollout_job, rollback_job,
+              *ingest_jobs],
         schedules=[nightly],
         sensors=[
             build_landing_sensor(ingest_jobs, [s.name for s in sources]),
             build_release_candidate_sensor(release_candidate_job, use_cases),
+            *build_rollout_sensors(rollout_job, use_cases),
             dead_run_sweeper,
         ],
         resources={
@@ -106,6 +142,7 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
             "vector_store": VectorStoreResource(path=str(paths.chroma) if paths else None),
             "embedder": EmbedderResource(),
             "model_servers": ModelServerResource(),
+            "deployer": LocalDeployer(),
         },
         # One step at a time in the run's own process: nearly every step writes the DuckDB file, which one
         # process may hold at a time, so parallel step processes would only contend for its lock (and, on an

@@ -12,7 +12,6 @@ whose four approval gates passed; the deployer pins it (index version and conten
 refuses a manifest whose pins config/ no longer holds.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import json
@@ -59,7 +58,9 @@ def _uc_key(use_case: str, name: str) -> dg.AssetKey:
 
 
 def _config_dir(agenix: AgenixResource) -> Path:
-    return Path(agenix.load_config().config_dir)
+    from .release import config_dir_of
+
+    return config_dir_of(agenix)
 
 
 def _publish(con, asset: str, results: list[gates.GateResult], run_id: str, publish=None) -> bool:
@@ -243,15 +244,15 @@ def build_deployment_assets(use_case: str) -> list:
         status = ap.approvals_for(home, release, policy)
         valid = [a for a in status.valid if a.get("release_hash") == release_hash]
         missing = ap.missing_roles(policy, risk, valid)
-        results.append(gate(dep.REQUIRED_APPROVALS, not missing, ap.approval_message(policy, risk, valid, missing),
+        results.append(gate(dep.REQUIRED_APPROVALS, not missing, ap.approval_summary(policy, risk, valid),
                             {"risk_class": risk, "charter_risk_class": charter.risk_class,
                              "entry_risk_ratings": entry_risks, "required_roles": ap.required_roles(policy, risk),
                              "missing_roles": missing,
                              "approvals": [{"seq": a["seq"], "hash": a["hash"], "role": a["role"], "by": a["by"],
                                             "signed_at": a["signed_at"]} for a in valid],
-                             "invalid_approvals": [{"seq": a.get("seq"), "problem": a.get("problem")}
+                             "invalid_approvals": [{"seq": a.get("seq"), "problems": a.get("problems")}
                                                    for a in status.invalid]}))
-        needs_dpia = bool(policy.risk_classes[risk].dpia_required)
+        needs_dpia = bool(getattr(policy.risk_classes, risk).dpia_required)
         has_dpia = bool((charter.dpia_reference or "").strip())
         results.append(gate(dep.DPIA_RECORDED, has_dpia or not needs_dpia,
                             (f"DPIA {charter.dpia_reference} named in the charter" if has_dpia else "no DPIA named")

@@ -631,3 +631,70 @@ def write_pack(pack: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     _write_atomic(paths["json"], json.dumps(pack, indent=1, ensure_ascii=False) + "\n")
     _write_atomic(paths["html"], render_html(pack, base_dir=out_dir))
     return paths
+
+
+def _use_case_of(home: Path, release: str) -> str:
+    """Which use case a release belongs to: its evaluation report, else its deployment events or approvals."""
+    found = sorted((Path(home) / "eval").glob(f"*/{release}/report.json")) if "/" not in release else []
+    if found:
+        return found[0].parent.parent.name
+    from . import deployment
+    from .approvals import approvals_ledger
+
+    for e in deployment.events(home):
+        if e.get("release") == release:
+            return e["use_case"]
+    for a in approvals_ledger(home).records():
+        if a.get("release") == release:
+            return a["use_case"]
+    raise LookupError(f"release {release}: no evaluation report, deployment or approval of it under {home}")
+
+
+def export_pack(*, home: Path, config_dir: Path, release: str, out: Path | None = None,
+                con: duckdb.DuckDBPyConnection | None = None,
+                dagster_checks: list[dict[str, Any]] = ()) -> dict[str, Path]:
+    """Collect everything about ``release`` from where it lives (config/, the warehouse's gate verdicts, the
+    approval and deployment ledgers, the evaluation report) and write the pack as JSON and HTML into ``out``
+    (default AGENIX_HOME/audit/packs). The audit CLI and the audit_evidence_pack asset both call this."""
+    from . import approvals as ap
+    from . import deployment
+    from .rollout import release_windows
+
+    home, config_dir = Path(home), Path(config_dir)
+    use_case = _use_case_of(home, release)
+    report_file = home / "eval" / use_case / release / "report.json"
+    report = None
+    if report_file.is_file():
+        report = json.loads(report_file.read_text(encoding="utf-8"))
+        report["report_path"] = str(report_file.with_name("report.html"))
+    if con is None:
+        from ..resources.warehouse import connect_waiting
+
+        warehouse = home / "warehouse.duckdb"
+        with contextlib.closing(connect_waiting(str(warehouse), read_only=True, timeout_s=60)) as own:
+            history = collect_gate_history(own, use_case)
+    else:
+        history = collect_gate_history(con, use_case)
+    policy = ap.load_approval_policy(config_dir)
+    status = ap.approvals_for(home, release, policy)
+    charter = collect_charter(config_dir, use_case)
+    try:
+        risk = deployment.read_bundle(home, use_case, release).get("risk_class") or charter["risk_class"]
+    except deployment.DeploymentError:
+        risk = charter["risk_class"]
+    events = deployment.events(home, use_case)
+    pack = build_pack(
+        release=release, use_case=use_case, generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        charter=charter, sources=collect_sources(config_dir, use_case),
+        release_parts=(report or {}).get("parts") or {}, gate_history=history,
+        approvals=status.valid, invalid_approvals=[{**a, "problem": "; ".join(a.get("problems", []))}
+                                                   for a in status.invalid],
+        approval_requirement={"risk_class": risk, "required_roles": ap.required_roles(policy, risk),
+                              "missing_roles": ap.missing_roles(policy, risk, status.valid),
+                              "dpia_required": bool(getattr(policy.risk_classes, risk).dpia_required),
+                              "dpia_reference": charter.get("dpia_reference")},
+        eval_report=report, deployment_events=events, release_windows=release_windows(events),
+        audit_problems=ap.verify_audit(home) + deployment.events_ledger(home).verify(),
+        dagster_checks=list(dagster_checks),
+    )
+    return write_pack(pack, Path(out) if out else home / "audit" / "packs")

@@ -24,9 +24,11 @@ DATA_VERSION_TAG = "dagster/data_version"
 
 
 def candidate_selection(use_case: str) -> dg.AssetSelection:
-    """The registries of the use case, its candidate and everything downstream of it (its evaluation)."""
-    return dg.AssetSelection.assets(*registry_keys(use_case)) | dg.AssetSelection.assets(
-        release_candidate_key(use_case)).downstream()
+    """The registries of the use case, its candidate and its evaluation. Approval and deployment are not in it:
+    rollout_sensor requests the approved_release gate for a passed evaluation, and moves an approved release."""
+    candidate = dg.AssetSelection.assets(release_candidate_key(use_case))
+    return dg.AssetSelection.assets(*registry_keys(use_case)) | candidate | (
+        candidate.downstream() & dg.AssetSelection.groups("evaluation"))
 
 
 def last_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
