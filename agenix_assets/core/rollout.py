@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -522,3 +522,122 @@ def judge_shadow(policy: RolloutPolicy, *, shadow_release: str, primary_release:
         reasons.append(f"shadow running {elapsed:.0f} s > max_step_seconds {policy.max_step_seconds:g} without "
                        "enough traffic: not promoted without evidence; promote or stop it by hand")
     return decision("wait", 0.0, reasons, stalled)
+
+
+# ---------------------------------------------------------------- release history from deployment events
+
+SLOTS = ("serving", "canary", "shadow")
+STAGES = ("staging", "shadow", "canary", "production", "rollback", "shadow_stopped", "canary_stopped")
+
+
+def _deployments(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The deployment events in ledger order (``seq``; the given order when some lack it). Other kinds of ledger
+    record are skipped; an unknown stage is an error, since guessing what it did would misstate the history."""
+    out = [e for e in events if e.get("kind", "deployment") == "deployment"]
+    for e in out:
+        if e.get("stage") not in STAGES:
+            raise ValueError(f"deployment event seq {e.get('seq')}: unknown stage {e.get('stage')!r}; "
+                             f"expected one of {list(STAGES)}")
+    if all("seq" in e for e in out):
+        out.sort(key=lambda e: e["seq"])
+    return out
+
+
+def release_windows(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which release held which slot when: one row per (environment, use case, slot, release) stretch.
+
+    Slots: ``serving`` (what answers the environment's traffic), ``canary`` and ``shadow``. A row: environment,
+    use_case, slot, release, ``from`` / ``to`` (the events' ``at``; ``to`` None while live), moved_in_by /
+    moved_in_stage / moved_in_reason, moved_out_by / moved_out_stage / moved_out_reason, and ``max_weight`` (the
+    highest canary weight it reached; None for other slots). Ordered by ``from``.
+
+    Event semantics: ``staging`` and ``production`` put the release in the serving slot (production also clears
+    canary and shadow, so a promoted canary's row ends with moved_out_stage "production"); ``rollback`` puts
+    ``release`` (the one rolled back to) in the serving slot and clears canary and shadow; ``shadow`` and
+    ``canary`` fill their slot (a repeated canary event of the same release steps its weight, the same row);
+    ``shadow_stopped`` / ``canary_stopped`` clear theirs. An event naming the release already in the slot
+    changes nothing."""
+    rows: list[dict[str, Any]] = []
+    live: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def close(key: tuple[str, str, str], ev: dict[str, Any]) -> None:
+        row = live.pop(key, None)
+        if row is not None:
+            row.update({"to": ev["at"], "moved_out_by": ev.get("actor"), "moved_out_stage": ev["stage"],
+                        "moved_out_reason": ev.get("reason")})
+
+    def fill(key: tuple[str, str, str], ev: dict[str, Any]) -> None:
+        current = live.get(key)
+        if current is not None and current["release"] == ev["release"]:
+            if key[2] == "canary":
+                current["max_weight"] = max(current["max_weight"] or 0.0, float(ev.get("weight") or 0.0))
+            return
+        close(key, ev)
+        row = {"environment": key[0], "use_case": key[1], "slot": key[2], "release": ev["release"],
+               "from": ev["at"], "to": None, "moved_in_by": ev.get("actor"), "moved_in_stage": ev["stage"],
+               "moved_in_reason": ev.get("reason"), "moved_out_by": None, "moved_out_stage": None,
+               "moved_out_reason": None,
+               "max_weight": float(ev.get("weight") or 0.0) if key[2] == "canary" else None}
+        live[key] = row
+        rows.append(row)
+
+    for ev in _deployments(events):
+        env, uc, stage = ev["environment"], ev["use_case"], ev["stage"]
+        if stage in ("staging", "production", "rollback"):
+            fill((env, uc, "serving"), ev)
+            if stage != "staging":
+                close((env, uc, "canary"), ev)
+                close((env, uc, "shadow"), ev)
+        elif stage in ("shadow", "canary"):
+            fill((env, uc, stage), ev)
+        else:
+            close((env, uc, stage.removesuffix("_stopped")), ev)
+    return sorted(rows, key=lambda r: _utc(r["from"]))  # stable: same-instant rows keep event order
+
+
+def live_at(events: Iterable[dict[str, Any]], environment: str, use_case: str, when: dt.datetime) -> str | None:
+    """The release serving ``environment`` for ``use_case`` at ``when`` (None before the first deployment). A
+    window holds from its ``from`` (inclusive) to its ``to`` (exclusive): at the instant of a switch the new
+    release serves."""
+    when = _utc(when)
+    for row in release_windows(events):
+        if (row["environment"], row["use_case"], row["slot"]) == (environment, use_case, "serving") \
+                and _utc(row["from"]) <= when and (row["to"] is None or when < _utc(row["to"])):
+            return row["release"]
+    return None
+
+
+def production_lineage(events: Iterable[dict[str, Any]], use_case: str,
+                       environment: str = "production") -> list[str]:
+    """The releases a rollback can walk back through, oldest first, the current one last.
+
+    A ``production`` event pushes its release; a ``rollback`` pops the release rolled back from (it is never
+    offered again) and leaves the one rolled back to on top (anything above it was rolled past). So two
+    rollbacks in a row go two releases back. The first production event's ``previous_release`` seeds the
+    lineage when the ledger starts after a release deployed by hand."""
+    stack: list[str] = []
+    for ev in _deployments(events):
+        if (ev["environment"], ev["use_case"]) != (environment, use_case):
+            continue
+        if ev["stage"] == "production":
+            if not stack and ev.get("previous_release") and ev["previous_release"] != ev["release"]:
+                stack.append(ev["previous_release"])
+            if not stack or stack[-1] != ev["release"]:
+                stack.append(ev["release"])
+        elif ev["stage"] == "rollback":
+            if stack:
+                stack.pop()
+            if ev["release"] in stack:
+                del stack[len(stack) - stack[::-1].index(ev["release"]):]
+            else:
+                stack.append(ev["release"])
+    return stack
+
+
+def previous_production(events: Iterable[dict[str, Any]], use_case: str,
+                        environment: str = "production") -> str | None:
+    """The release a rollback of ``use_case`` should restore: the one that served production before the current
+    one, skipping releases already rolled back from (see ``production_lineage``). None when there is nothing to
+    go back to (the first release, or every earlier one was rolled past): the caller refuses the rollback."""
+    lineage = production_lineage(events, use_case, environment)
+    return lineage[-2] if len(lineage) >= 2 else None

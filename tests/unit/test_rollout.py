@@ -9,7 +9,8 @@ import pytest
 
 from agenix_assets.core.config import ConfigError
 from agenix_assets.core.rollout import (CanaryDecision, RolloutPolicy, ShadowDecision, Traffic, arm_stats,
-                                        is_negative, judge_canary, judge_shadow, load_rollout_policy, load_traffic)
+                                        is_negative, judge_canary, judge_shadow, live_at, load_rollout_policy, load_traffic,
+                                        previous_production, production_lineage, release_windows)
 from serving.app import RequestRecord
 from serving.logs import JsonlLog
 
@@ -329,3 +330,98 @@ def test_shadow_with_few_mirrored_requests_waits(tmp_path):
     primaries, shadows = shadow_pairs(8, errors=4)
     d = shadow(traffic_of(tmp_path, primaries + shadows))
     assert (d.action, d.reasons, d.stalled) == ("wait", ["8/20 mirrored requests paired with their primary"], False)
+
+
+# ---------------------------------------------------------------- release history
+
+
+def event(seq: int, hour: int, stage: str, release: str, *, environment: str = "production", weight: float = 1.0,
+          previous: str | None = None, actor: str = "user:Lena Brandt", reason: str = "") -> dict:
+    """A deployment event as the deploy module writes it to its ledger."""
+    return {"kind": "deployment", "environment": environment, "use_case": USE_CASE, "stage": stage,
+            "release": release, "release_hash": "sha256:" + release[-2:] * 8, "weight": weight,
+            "previous_release": previous, "actor": actor, "run_id": f"run{seq}", "reason": reason,
+            "at": f"2026-11-01T{hour:02d}:00:00+00:00", "seq": seq, "hash": f"h{seq}"}
+
+
+R0 = "support-assistant-r0"
+ROLLOUT = [
+    event(1, 8, "production", R1, actor="job:deploy_job", reason="first release"),
+    event(2, 9, "staging", R2, environment="staging", reason="candidate passed evaluation"),
+    event(3, 10, "shadow", R2, weight=0.0, previous=R1, reason="approved for shadow"),
+    event(4, 11, "canary", R2, weight=0.05, previous=R1, actor="sensor:shadow_health_sensor", reason="shadow healthy"),
+    event(5, 12, "canary", R2, weight=0.25, previous=R1, actor="sensor:canary_health_sensor", reason="step healthy"),
+    event(6, 13, "production", R2, previous=R1, actor="sensor:canary_health_sensor", reason="0.5 step healthy"),
+    event(7, 14, "rollback", R1, previous=R2, actor="job:rollback_job", reason="error rate 0.300 > 0.05"),
+]
+
+
+def at(hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 11, 1, hour, minute, tzinfo=dt.UTC)
+
+
+def test_release_windows_follow_staging_shadow_canary_production_and_rollback():
+    rows = release_windows(list(reversed(ROLLOUT)) + [{"kind": "approval", "seq": 99}])  # ledger order is seq
+    got = [(r["environment"], r["slot"], r["release"], r["from"][11:16], r["to"] and r["to"][11:16],
+            r["moved_in_by"], r["moved_out_stage"], r["max_weight"]) for r in rows]
+    assert got == [
+        ("production", "serving", R1, "08:00", "13:00", "job:deploy_job", "production", None),
+        ("staging", "serving", R2, "09:00", None, "user:Lena Brandt", None, None),
+        ("production", "shadow", R2, "10:00", "13:00", "user:Lena Brandt", "production", None),
+        ("production", "canary", R2, "11:00", "13:00", "sensor:shadow_health_sensor", "production", 0.25),
+        ("production", "serving", R2, "13:00", "14:00", "sensor:canary_health_sensor", "rollback", None),
+        ("production", "serving", R1, "14:00", None, "job:rollback_job", None, None),
+    ]
+    rolled_back = rows[4]
+    assert (rolled_back["moved_out_by"], rolled_back["moved_out_reason"]) == ("job:rollback_job",
+                                                                              "error rate 0.300 > 0.05")
+    assert (rows[5]["moved_in_stage"], rows[5]["moved_in_reason"]) == ("rollback", "error rate 0.300 > 0.05")
+
+
+def test_live_at_names_the_release_serving_at_each_instant():
+    def live(when, environment="production"):
+        return live_at(ROLLOUT, environment, USE_CASE, when)
+
+    assert [live(at(7, 59)), live(at(8)), live(at(12, 59)), live(at(13)), live(at(13, 30)), live(at(14)),
+            live(at(23))] == [None, R1, R1, R2, R2, R1, R1]
+    assert (live(at(8, 30), "staging"), live(at(9, 30), "staging")) == (None, R2)
+    assert live_at(ROLLOUT, "production", "hr-assistant", at(13)) is None
+
+
+def test_previous_production_skips_a_release_rolled_back_from():
+    assert previous_production(ROLLOUT[:6], USE_CASE) == R1  # r2 live: a rollback restores r1
+    assert production_lineage(ROLLOUT, USE_CASE) == [R1]
+    assert previous_production(ROLLOUT, USE_CASE) is None  # r1 was the first release: nothing to go back to
+    later = [*ROLLOUT, event(8, 15, "production", "support-assistant-r3", previous=R1)]
+    assert previous_production(later, USE_CASE) == R1  # r2 was rolled back from and is never offered again
+
+
+def test_two_rollbacks_in_a_row_go_two_releases_back():
+    r3 = "support-assistant-r3"
+    events = [event(1, 8, "production", R0), event(2, 9, "production", R1, previous=R0),
+              event(3, 10, "production", R2, previous=R1), event(4, 11, "production", r3, previous=R2)]
+    assert previous_production(events, USE_CASE) == R2
+    events.append(event(5, 12, "rollback", R2, previous=r3))
+    assert previous_production(events, USE_CASE) == R1
+    events.append(event(6, 13, "rollback", R1, previous=R2))
+    assert (previous_production(events, USE_CASE), live_at(events, "production", USE_CASE, at(13))) == (R0, R1)
+    events.append(event(7, 14, "rollback", R0, previous=R1))
+    assert previous_production(events, USE_CASE) is None
+
+
+def test_a_ledger_that_starts_after_a_hand_deployed_release_knows_it_from_previous_release():
+    assert previous_production([event(1, 8, "production", R2, previous=R1)], USE_CASE) == R1
+    # rolled back to a release the ledger never saw deployed: the one rolled back from is not offered again
+    events = [event(1, 8, "production", R2), event(2, 9, "rollback", R1, previous=R2)]
+    assert (production_lineage(events, USE_CASE), previous_production(events, USE_CASE)) == ([R1], None)
+
+
+def test_canary_stopped_closes_the_canary_window_and_an_unknown_stage_is_refused():
+    rows = release_windows([event(1, 8, "production", R1), event(2, 9, "canary", R2, weight=0.05),
+                            event(3, 10, "canary_stopped", R2, actor="sensor:canary_health_sensor",
+                                  reason="stalled")])
+    canary = [r for r in rows if r["slot"] == "canary"]
+    assert [(r["release"], r["to"][11:16], r["moved_out_stage"], r["max_weight"]) for r in canary] == [
+        (R2, "10:00", "canary_stopped", 0.05)]
+    with pytest.raises(ValueError, match="unknown stage 'promoted'"):
+        release_windows([event(1, 8, "promoted", R1)])
