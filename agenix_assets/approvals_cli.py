@@ -252,7 +252,7 @@ def audit_command(
     home: HomeOption = None,
     config_dir: ConfigDirOption = None,
 ) -> None:
-    """`agenix audit verify`: check the approval and approver ledgers (exit 1 on any problem).
+    """`agenix audit verify`: check the approval, approver and deployment ledgers (exit 1 on any problem).
     `agenix audit RELEASE`: export the release's evidence pack."""
     root = _home(home)
     if target != "verify":
@@ -265,10 +265,11 @@ def audit_command(
                                   release=target, out=out)
         except (ApprovalError, LedgerError, ConfigError, LookupError) as exc:
             _fail(str(exc))
-        if written is not None:
-            typer.echo(f"evidence pack of {target}: {written}")
+        typer.echo(f"evidence pack of {target}:\n  {written['html']}\n  {written['json']}")
         return
-    problems = verify_audit(root)
+    from .core.evidence import audit_trail_problems
+
+    problems = audit_trail_problems(root)
     try:
         counts = audit_counts(root)
     except LedgerError:

@@ -60,10 +60,11 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         *[a for settings in config.rag for a in build_release_assets(settings.use_case)],
         *[a for settings in config.rag for a in build_evaluation_assets(settings.use_case)],
         *[a for settings in config.rag for a in build_deployment_assets(settings.use_case)],
-        *[a for settings in config.rag
-          for a in build_audit_assets(settings.use_case, rag_key(settings.use_case, "release_history"))],
     ]
     use_cases = [settings.use_case for settings in config.rag]
+    # Each use case's evidence pack carries Dagster's own check history of its lane and of governance.
+    assets += [a for uc in use_cases
+               for a in build_audit_assets(uc, rag_key(uc, "release_history"), _audit_check_keys(assets, uc))]
 
     # One job per source: the gate, the raw load, and what reads it downstream (dbt models, the RAG lane),
     # so a changed knowledge-base file flows to a new index version in the run the sensor starts.
@@ -149,6 +150,18 @@ def build_definitions(config_dir: Path | None = None, home: Path | None = None, 
         # instance without our dagster.yaml pool limit, fail on it). Runs still queue on the `duckdb` pool.
         executor=dg.in_process_executor,
     )
+
+
+def _audit_check_keys(assets: list, use_case: str) -> list[dg.AssetCheckKey]:
+    lane = use_case.replace("-", "_")
+    keys = []
+    for a in assets:
+        if not isinstance(a, dg.AssetsDefinition):
+            continue
+        for ck in a.check_keys:
+            if ck.asset_key.path[0] == lane or a.group_names_by_key.get(ck.asset_key) == "governance":
+                keys.append(ck)
+    return keys
 
 
 def _union(selections: list[dg.AssetSelection]) -> dg.AssetSelection:

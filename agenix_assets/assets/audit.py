@@ -45,7 +45,7 @@ def dagster_check_history(instance: dg.DagsterInstance, check_keys: list[dg.Asse
     return sorted(out, key=lambda r: r["evaluated_at"])
 
 
-def build_audit_assets(use_case: str, upstream: dg.AssetKey) -> list:
+def build_audit_assets(use_case: str, upstream: dg.AssetKey, check_keys: list[dg.AssetCheckKey]) -> list:
     key = rag_key(use_case, "audit_evidence_pack")
 
     @dg.asset(
@@ -65,9 +65,6 @@ def build_audit_assets(use_case: str, upstream: dg.AssetKey) -> list:
         releases = {b["release"] for b in dep.approved_releases(home, use_case)}
         releases |= {e["release"] for e in dep.events(home, use_case)}
         releases |= {r for r in [_newest_evaluated(home, use_case)] if r}
-        graph = context.repository_def.asset_graph if context.repository_def else None
-        check_keys = [k for k in (graph.asset_check_keys if graph else [])
-                      if k.asset_key.path[0] == use_case.replace("-", "_")]
         checks = dagster_check_history(context.instance, check_keys)
         rows, packs = [], {}
         with warehouse.connect(read_only=True) as con:
@@ -86,9 +83,9 @@ def build_audit_assets(use_case: str, upstream: dg.AssetKey) -> list:
                              "missing roles": ", ".join(s.get("missing_roles") or []),
                              "first live in production": s.get("first_live_in_production"),
                              "gates failed": s.get("gates_failed"), "pack": str(written["html"])})
-        from ..core.approvals import verify_audit
+        from ..core.evidence import audit_trail_problems
 
-        problems = verify_audit(home) + dep.events_ledger(home).verify()
+        problems = audit_trail_problems(home)
         metadata: dict[str, Any] = {
             "packs": len(packs),
             "audit_trail_intact": not problems,

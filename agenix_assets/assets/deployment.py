@@ -416,13 +416,16 @@ def build_deployment_assets(use_case: str) -> list:
         if state["release"] != release:
             raise dg.Failure(description=f"production's manifest has no shadow or canary of {release} (stage "
                              f"{state['stage']}, release {state['release']}): it was rolled back or promoted")
+        if state["ready_for_production"]:
+            raise dg.Failure(description=f"{release} already serves 100% of keys as the canary: "
+                             f"{production_key.to_user_string()} makes it production's release")
         decision, policy = state["decision"], load_rollout_policy(config_dir, use_case)
         manifest, _ = dep.load_manifest(config_dir, home)
         current = manifest.use_cases[use_case]
         action, weight = decision.action, state["weight"]
         reason = "; ".join(decision.reasons) or decision.summary()
         spec = dep.release_spec(bundle)
-        if action == "promote" and not (state["stage"] == "canary" and weight >= 1.0):
+        if action == "promote":
             weight = policy.canary_steps[0] if state["stage"] == "shadow" else decision.next_weight
             manifest.use_cases[use_case] = UseCaseDeployment(
                 release=current.release, canary=CanaryRelease(release=Release.model_validate(spec), weight=weight),

@@ -228,13 +228,16 @@ def assess_rollout(home: Path, config_dir: Path, use_case: str, now: dt.datetime
     manifest, _ = load_manifest(config_dir, home)
     dep = manifest.use_cases.get(use_case)
     out: dict[str, Any] = {"stage": "none", "release": None, "baseline": dep.release.name if dep else None,
-                           "weight": 0.0, "decision": None, "started_at": None}
+                           "weight": 0.0, "decision": None, "started_at": None, "ready_for_production": False}
     if dep is None or (dep.canary is None and dep.shadow is None):
         return out
     now = now or dt.datetime.now(dt.UTC)
     policy = rollout.load_rollout_policy(config_dir, use_case)
     log_dir = Path(home) / GatewayConfig.load(config_dir).settings.request_log.dir
-    if dep.canary is not None:
+    if dep.canary is not None and dep.canary.weight >= 1.0:
+        # Judged healthy at its last step and serving every key: production_deployment makes it the release.
+        out.update(stage="canary", release=dep.canary.release.name, weight=1.0, ready_for_production=True)
+    elif dep.canary is not None:
         name = dep.canary.release.name
         started = stage_started_at(home, use_case, name, "canary")
         since = _parse(started) if started else now - dt.timedelta(hours=1)

@@ -633,6 +633,21 @@ def write_pack(pack: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def audit_trail_problems(home: Path) -> list[str]:
+    """Every problem of the tamper-evident trail: the approval and approver ledgers (chains and signatures), the
+    deployment ledger's chain, and any approval an approved-release bundle cites that the approval ledger no longer
+    holds (its newest records deleted)."""
+    from . import approvals as ap
+    from . import deployment
+
+    cited = []
+    for path in sorted((Path(home) / "releases").glob("*/*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            cited += [a["hash"] for a in json.loads(path.read_text(encoding="utf-8")).get("approvals", [])
+                      if a.get("hash")]
+    return ap.verify_audit(home, expected_heads={"approvals": cited}) + deployment.events_ledger(home).verify()
+
+
 def _use_case_of(home: Path, release: str) -> str:
     """Which use case a release belongs to: its evaluation report, else its deployment events or approvals."""
     found = sorted((Path(home) / "eval").glob(f"*/{release}/report.json")) if "/" not in release else []
@@ -694,7 +709,7 @@ def export_pack(*, home: Path, config_dir: Path, release: str, out: Path | None 
                               "dpia_required": bool(getattr(policy.risk_classes, risk).dpia_required),
                               "dpia_reference": charter.get("dpia_reference")},
         eval_report=report, deployment_events=events, release_windows=release_windows(events),
-        audit_problems=ap.verify_audit(home) + deployment.events_ledger(home).verify(),
+        audit_problems=audit_trail_problems(home),
         dagster_checks=list(dagster_checks),
     )
     return write_pack(pack, Path(out) if out else home / "audit" / "packs")

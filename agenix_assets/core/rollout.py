@@ -44,6 +44,8 @@ class RolloutPolicy(Strict):
     min_feedback: int = Field(default=10, ge=1)
     rating_scale: Literal["stars", "thumbs"] = "stars"
     max_ungrounded_increase: float = Field(default=0.05, ge=0, le=1)
+    # Share of production's requests mirrored to the shadow release (sticky per request id).
+    shadow_sample_rate: float = Field(default=1.0, gt=0, le=1)
     shadow_min_requests: int = Field(default=20, ge=1)
     shadow_max_error_rate: float = Field(default=0.05, ge=0, le=1)
     shadow_max_latency_p95_ratio: float = Field(default=2.0, ge=1)
@@ -581,8 +583,19 @@ def release_windows(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         live[key] = row
         rows.append(row)
 
+    seen: set[tuple[str, str]] = set()
     for ev in _deployments(events):
         env, uc, stage = ev["environment"], ev["use_case"], ev["stage"]
+        if (env, uc) not in seen and ev.get("previous_release") and stage != "staging":
+            # The release serving before the ledger's first move in this environment (the shipped manifest, or one
+            # deployed by hand): live since before the ledger began.
+            key = (env, uc, "serving")
+            live[key] = {"environment": env, "use_case": uc, "slot": "serving", "release": ev["previous_release"],
+                         "from": None, "to": None, "moved_in_by": "before the deployment ledger",
+                         "moved_in_stage": None, "moved_in_reason": None, "moved_out_by": None,
+                         "moved_out_stage": None, "moved_out_reason": None, "max_weight": None}
+            rows.append(live[key])
+        seen.add((env, uc))
         if stage in ("staging", "production", "rollback"):
             fill((env, uc, "serving"), ev)
             if stage != "staging":
@@ -592,7 +605,8 @@ def release_windows(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             fill((env, uc, stage), ev)
         else:
             close((env, uc, stage.removesuffix("_stopped")), ev)
-    return sorted(rows, key=lambda r: _utc(r["from"]))  # stable: same-instant rows keep event order
+    # Stable: same-instant rows keep event order; a window open since before the ledger (from None) comes first.
+    return sorted(rows, key=lambda r: (r["from"] is not None, _utc(r["from"]) if r["from"] else 0))
 
 
 def live_at(events: Iterable[dict[str, Any]], environment: str, use_case: str, when: dt.datetime) -> str | None:
@@ -602,7 +616,7 @@ def live_at(events: Iterable[dict[str, Any]], environment: str, use_case: str, w
     when = _utc(when)
     for row in release_windows(events):
         if (row["environment"], row["use_case"], row["slot"]) == (environment, use_case, "serving") \
-                and _utc(row["from"]) <= when and (row["to"] is None or when < _utc(row["to"])):
+                and (row["from"] is None or _utc(row["from"]) <= when) and (row["to"] is None or when < _utc(row["to"])):
             return row["release"]
     return None
 

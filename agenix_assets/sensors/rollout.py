@@ -98,6 +98,12 @@ def build_rollout_sensors(job, use_cases: list[str]) -> list[dg.SensorDefinition
                 notes.append(f"{uc}: cannot judge the rollout: {exc}")
                 continue
             decision = state["decision"]
+            if state["ready_for_production"]:
+                release = state["release"]
+                requests.append(_request(uc, "production_deployment", f"{release}:production",
+                                         {"agenix/release": release, "agenix/decision": "promote to production",
+                                          "agenix/reason": "canary healthy at every step, serving 100% of keys"}))
+                continue
             if decision is None:
                 notes.append(f"{uc}: no shadow or canary in production")
                 continue
@@ -107,10 +113,7 @@ def build_rollout_sensors(job, use_cases: list[str]) -> list[dg.SensorDefinition
                 notes.append(f"{uc}: {state['stage']} of {release} at {weight:.0%}: {decision.summary()}")
                 continue
             step = f"{state['stage']}:{weight}"
-            if action == "promote" and state["stage"] == "canary" and weight >= 1.0:
-                requests.append(_request(uc, "production_deployment", f"{release}:production", tags))
-            else:
-                requests.append(_request(uc, "canary_deployment", f"{release}:{step}:{action}", tags))
+            requests.append(_request(uc, "canary_deployment", f"{release}:{step}:{action}", tags))
             context.log.info(f"{uc}: {state['stage']} of {release} at {weight:.0%}: {action}: {decision.summary()}")
         return requests or dg.SkipReason("; ".join(notes) or "no use case")
 
