@@ -57,8 +57,28 @@ def test_every_materializable_asset_has_a_group_and_an_owner():
     graph = build_definitions().resolve_asset_graph()
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
-        assert node.group_name in {"governance", "sources", "transform", "rag", "registry", "release", "evaluation"}, key
+        assert node.group_name in {"governance", "sources", "transform", "rag", "registry", "release", "evaluation",
+                                   "deployment", "audit"}, key
         assert node.owners and all(o.startswith("team:") for o in node.owners), key
+
+
+def test_a_release_moves_through_its_gates_in_lineage_order():
+    """eval_report and the approvals -> approved_release -> staging -> shadow -> canary -> production -> history ->
+    evidence pack: each step's only upstream is the gate before it."""
+    graph = build_definitions().resolve_asset_graph()
+    uc = "support_assistant"
+    chain = ["approved_release", "staging_deployment", "shadow_deployment", "canary_deployment",
+             "production_deployment", "release_history", "audit_evidence_pack"]
+    assert graph.get(dg.AssetKey([uc, "approved_release"])).parent_keys == {
+        dg.AssetKey([uc, "eval_report"]), dg.AssetKey([uc, "release_approvals"])}
+    for before, after in zip(chain, chain[1:]):
+        assert graph.get(dg.AssetKey([uc, after])).parent_keys == {dg.AssetKey([uc, before])}, after
+    blocking = {(ck.asset_key.path[-1], ck.name) for ck in graph.asset_check_keys
+                if graph.get_check_spec(ck).blocking and ck.asset_key.path[0] == uc}
+    assert {("approved_release", "evaluation_passed"), ("approved_release", "required_approvals"),
+            ("approved_release", "dpia_recorded"), ("approved_release", "sources_privacy_reviewed"),
+            ("staging_deployment", "staging_smoke_test"), ("shadow_deployment", "shadow_manifest_accepted"),
+            ("canary_deployment", "canary_healthy"), ("production_deployment", "production_serves_release")} <= blocking
 
 
 def test_lineage_reads_governance_then_sources_then_transform():
