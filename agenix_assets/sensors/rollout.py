@@ -27,12 +27,14 @@ CANARY_HEALTH_SENSOR = "canary_health_sensor"
 ROLLOUT_JOB = "release_rollout_job"
 
 
-def newest_passed_evaluation(home, use_case: str) -> str | None:
+def newest_passed_evaluation(home, config_dir, use_case: str) -> str | None:
     """The candidate of the newest evaluation report that passed both gates (the files the eval_report asset
-    writes; the approved_release gate itself re-checks the verdict in the warehouse)."""
+    writes; the approved_release gate itself re-checks the verdict in the warehouse), unless it is what production
+    already serves (every part's hash the same): there is nothing to approve then."""
     import json
 
     from ..assets.evaluation import eval_dir
+    from ..core import registry as reg
 
     newest = None
     for path in eval_dir(home, use_case).glob("*/report.json"):
@@ -40,9 +42,21 @@ def newest_passed_evaluation(home, use_case: str) -> str | None:
             report = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if report.get("passed") and (newest is None or report["evaluated_at"] > newest[0]):
-            newest = (report["evaluated_at"], report["candidate_id"])
-    return newest[1] if newest else None
+        if report.get("passed") and report.get("parts") and (newest is None or report["evaluated_at"] > newest[0]):
+            newest = (report["evaluated_at"], report)
+    if newest is None:
+        return None
+    report = newest[1]
+    try:
+        registries = reg.load_registries(config_dir, use_case)
+        production = reg.production_parts(config_dir, home / "index", use_case, registries)
+    except Exception:  # an unreadable manifest or registry: judge the candidate, its gate will say what is wrong
+        production = None
+    if production is not None:
+        theirs = production[1].parts()
+        if all(report["parts"][p]["hash"] == theirs[p][1] for p in theirs if p in report["parts"]):
+            return None
+    return report["candidate_id"]
 
 
 def _request(use_case: str, step: str, run_key: str, tags: dict[str, str]) -> dg.RunRequest:
@@ -58,13 +72,13 @@ def build_rollout_sensors(job, use_cases: list[str]) -> list[dg.SensorDefinition
     def rollout_sensor(context: dg.SensorEvaluationContext, agenix: AgenixResource):
         from ..core.approvals import approvals_ledger
 
-        home = agenix.paths.home
+        home, config_dir = agenix.paths.home, config_dir_of(agenix)
         requests, notes = [], []
         head = approvals_ledger(home).head()[:16]
         for uc in use_cases:
             # A passed evaluation of a release that is not approved yet: judge its approval gate (again whenever an
             # approval was recorded), so the UI shows which roles are still missing.
-            evaluated = newest_passed_evaluation(home, uc)
+            evaluated = newest_passed_evaluation(home, config_dir, uc)
             if evaluated and not dep.bundle_path(home, uc, evaluated).is_file():
                 requests.append(_request(uc, "approved_release", f"{evaluated}:approval:{head}",
                                          {"agenix/release": evaluated, "agenix/decision": "judge approvals"}))
