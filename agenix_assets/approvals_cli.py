@@ -31,7 +31,6 @@ from .core.approvals import (
     load_approval_policy,
     revoke_approver,
     sign_approval,
-    verify_audit,
 )
 from .core.config import ConfigError, UseCaseCharter, default_config_dir, load_yaml_model
 from .core.ledger import LedgerError

@@ -13,6 +13,7 @@ refuses a manifest whose pins config/ no longer holds.
 """
 
 
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
@@ -315,7 +316,7 @@ def build_deployment_assets(use_case: str) -> list:
         where = deployer.apply(home, manifest)
         questions = _smoke_questions(config_dir, home, use_case)
         gw = GatewayConfig.load(config_dir)
-        with local_model_servers(gw.registry, context.log) if model_servers.autostart else _nothing():
+        with local_model_servers(gw.registry, context.log) if model_servers.autostart else contextlib.nullcontext():
             smoke = deployer.smoke_test(home=home, config_dir=config_dir, environment=dep.STAGING, use_case=use_case,
                                         release=release, questions=questions, log=context.log)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -592,11 +593,3 @@ def _smoke_questions(config_dir: Path, home: Path, use_case: str, n: int = 3) ->
 
     suite = load_golden(golden_suite_path(config_dir, AgenixPaths(home).landing, use_case), use_case)
     return [i.question for i in suite.items if getattr(i, "answerable", True)][:n]
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -5,7 +5,8 @@ never the warehouse, so they tick while runs hold it. They only *request* runs: 
 the gate before it (``gates.require_passed``) and ``canary_deployment`` re-judges the logs itself, so a sensor can
 never move a release past a failed gate.
 
-- ``rollout_sensor``: a passed evaluation not yet approved -> ``approved_release`` (again after each new
+- ``rollout_sensor``: a deployment ledger newer than ``release_history`` -> the history and the evidence packs;
+  a passed evaluation not yet approved -> ``approved_release`` (again after each new
   approval: the failing gate names the roles still missing); the newest approved release not yet deployed -> ``staging_deployment``; a release that
   passed staging -> ``shadow_deployment``. Run keys are release + stage, so each step is requested once.
 - ``canary_health_sensor``: while production's manifest has a shadow or a canary, judge it from the request logs
@@ -20,6 +21,7 @@ import dagster as dg
 from ..assets.rag import rag_key
 from ..assets.release import config_dir_of
 from ..core import deployment as dep
+from .release import last_data_version
 from ..resources.platform import AgenixResource
 
 ROLLOUT_SENSOR = "rollout_sensor"
@@ -82,6 +84,15 @@ def build_rollout_sensors(job, use_cases: list[str]) -> list[dg.SensorDefinition
             if evaluated and not dep.bundle_path(home, uc, evaluated).is_file():
                 requests.append(_request(uc, "approved_release", f"{evaluated}:approval:{head}",
                                          {"agenix/release": evaluated, "agenix/decision": "judge approvals"}))
+            # The deployment ledger moved (a step, a sensor's promotion or rollback, `agenix rollback`): refresh the
+            # release history and the evidence packs (their data version is the ledger head they read).
+            ledger_head = dep.events_ledger(home).head()[:16]
+            if dep.events(home, uc) and last_data_version(context.instance, rag_key(uc, "release_history")) \
+                    != ledger_head:
+                requests.append(dg.RunRequest(
+                    run_key=f"{uc}:history:{ledger_head}",
+                    asset_selection=[rag_key(uc, "release_history"), rag_key(uc, "audit_evidence_pack")],
+                    tags={"agenix/use_case": uc, "agenix/decision": "refresh release history"}))
             approved = dep.approved_releases(home, uc)
             if not approved:
                 notes.append(f"{uc}: no approved release")

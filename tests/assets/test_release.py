@@ -31,6 +31,15 @@ def data_versions(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     }
 
 
+def short_suite(platform: Platform) -> None:
+    """The release job also evaluates each candidate; these tests are about registries and candidates, so two
+    golden questions keep each evaluation to seconds (tests/assets/test_evaluation.py measures the full suite)."""
+    golden = platform.landing / "_manifest" / "golden" / "support-assistant.yaml"
+    suite = yaml.safe_load(golden.read_text())
+    suite["items"], suite["conversations"] = suite["items"][:2], []
+    golden.write_text(yaml.safe_dump(suite, sort_keys=False))
+
+
 def run_candidate(platform: Platform) -> dg.ExecuteInProcessResult:
     result = platform.run_job(RELEASE_CANDIDATE_JOB)
     assert result.success, [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
@@ -52,6 +61,7 @@ def set_candidate(platform: Platform, **candidate) -> None:
 
 
 def test_a_prompt_change_makes_a_new_candidate_and_only_the_prompt_registry_changes_version(platform: Platform):
+    short_suite(platform)
     first = run_candidate(platform)
     same = run_candidate(platform)
     assert data_versions(same) == data_versions(first)  # nothing changed: same versions, same candidate
@@ -121,11 +131,7 @@ def test_candidate_resolves_fails_with_its_reason_and_the_candidate_is_not_publi
     assert not check.passed and "model 'llama-3.1-8b-instruct' is disabled" in check.metadata["problems"].value
 
     set_candidate(platform, model="gemma-3-270m", prompt_version="v1", index_version=1)
-    # The job evaluates the candidate (Gemma first for every question: seconds each): a short suite is enough here.
-    golden = platform.landing / "_manifest" / "golden" / "support-assistant.yaml"
-    suite = yaml.safe_load(golden.read_text())
-    suite["items"], suite["conversations"] = suite["items"][:2], []
-    golden.write_text(yaml.safe_dump(suite, sort_keys=False))
+    short_suite(platform)  # the job evaluates the candidate: Gemma first for every question, seconds each
     fixed = platform.run_job(RELEASE_CANDIDATE_JOB)
     assert check_evaluations(fixed)[f"{UC}/release_candidate:candidate_resolves"].passed
     assert asset_metadata(fixed, CANDIDATE)["differs_from_production"] == "model"
@@ -145,6 +151,7 @@ def test_a_registry_entry_without_owner_fails_its_asset_naming_file_line_and_ent
 def test_the_sensor_requests_a_run_when_the_prompt_file_changes_and_not_otherwise(platform: Platform):
     defs = platform.defs()
     sensor = defs.resolve_sensor_def(RELEASE_CANDIDATE_SENSOR)
+    short_suite(platform)
 
     def tick():
         context = dg.build_sensor_context(instance=platform.instance, resources=defs.resources, definitions=defs)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
-import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -106,7 +105,9 @@ def run_requested(platform: Platform, request: dg.RunRequest) -> dg.ExecuteInPro
 
 
 def only_request(platform: Platform, sensor: str) -> dg.RunRequest:
-    requests = tick(platform, sensor)
+    """The one step a sensor asks for (besides the release-history refresh rollout_sensor asks for whenever the
+    deployment ledger moved)."""
+    requests = [r for r in tick(platform, sensor) if HISTORY not in r.asset_selection]
     assert len(requests) == 1, [(r.run_key, r.asset_selection) for r in requests]
     return requests[0]
 
@@ -275,8 +276,11 @@ def test_a_prompt_change_reaches_production_only_through_its_gates_and_rolls_bac
             assert time.monotonic() - started < 5, "the gateway still serves the rolled-back release"
             time.sleep(0.2)
 
-    # Which version was live when, and who moved it; the evidence pack holds every gate result.
-    audit = materialize(platform, HISTORY, PACK)
+    # Which version was live when, and who moved it; the evidence pack holds every gate result. The rollout sensor
+    # asks for both once the ledger moved (here: the rollback, made outside Dagster).
+    [refresh] = [r for r in tick(platform, ROLLOUT_SENSOR) if HISTORY in r.asset_selection]
+    assert set(refresh.asset_selection) == {HISTORY, PACK}
+    audit = run_requested(platform, refresh)
     assert audit.success, failures(audit)
     history = asset_metadata(audit, HISTORY)
     assert (history["rollbacks"], history["ledger_intact"]) == (1, True)
@@ -308,7 +312,7 @@ def test_a_candidate_that_fails_its_thresholds_never_reaches_staging(platform: P
     charter.write_text(charter.read_text().replace("latency_target_ms_p95: 2500", "latency_target_ms_p95: 1"))
     release = new_candidate(platform, passes=False)
     assert not json.loads((platform.home / "eval" / USE_CASE / release / "report.json").read_text())["passed"]
-    assert tick(platform, ROLLOUT_SENSOR) == []  # no passed evaluation: nothing to approve or deploy
+    assert tick(platform, ROLLOUT_SENSOR) == []  # no passed evaluation: nothing to approve, deploy or record
 
     # Approved by both roles all the same (signed with the API: the CLI refuses a failed evaluation) ...
     creds = approvers(platform)
