@@ -259,9 +259,18 @@ def audit_command(
             from .core.evidence import export_pack
         except ImportError as exc:
             _fail(f"evidence packs are not available in this installation (agenix_assets.core.evidence: {exc})")
+        checks: list[dict[str, Any]] = []
+        if os.environ.get("DAGSTER_HOME"):
+            try:
+                from .assets.audit import dagster_checks_from_instance
+                from .core.evidence import use_case_of
+
+                checks = dagster_checks_from_instance(use_case_of(root, target))
+            except Exception as exc:  # the pack is still worth having without Dagster's own history
+                typer.echo(f"warning: Dagster's check history not included ({type(exc).__name__}: {exc})", err=True)
         try:
             written = export_pack(home=root, config_dir=Path(config_dir or default_config_dir()).resolve(),
-                                  release=target, out=out)
+                                  release=target, out=out, dagster_checks=checks)
         except (ApprovalError, LedgerError, ConfigError, LookupError) as exc:
             _fail(str(exc))
         typer.echo(f"evidence pack of {target}:\n  {written['html']}\n  {written['json']}")

@@ -225,6 +225,8 @@ class Gateway:
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agenix-cpu")
         self.indexes: dict[str, UseCaseIndex] = {}
         self.prompts: dict[str, Any] = {}
+        self._prompt_stamps: dict[str, tuple[int, int] | None] = {}
+        self.prompt_error: str | None = None  # a prompt file change refused (see refresh_prompts)
         self.pipelines: dict[str, RagPipeline] = {}
         from agenix_assets.core.deployment import deployed_manifest_path
 
@@ -277,6 +279,7 @@ class Gateway:
         index_root = self.home / "index"
         for name, uc in self.settings.use_cases.items():
             self.indexes[name] = UseCaseIndex.from_config(name, uc, self.config.config_dir, index_root, self.query_encoder)
+            self._prompt_stamps[name] = _stamp(self.config.resolve(uc.prompts))
             self.prompts[name] = load_prompt_book(self.config.resolve(uc.prompts))
             # Serving, shadow traffic and evaluation run a use case through this one object's steps.
             self.pipelines[name] = RagPipeline(
@@ -284,6 +287,42 @@ class Gateway:
                 lambda: self.extractive, self.registry, self.guardrails, pool=self.pool,
                 encoder_for=self.query_encoder,
                 glossary=use_case_glossary(self.config.config_dir, uc))
+
+    def refresh_prompts(self) -> bool:
+        """Reload a use case's prompt book when its file changed while the gateway runs (a new prompt version,
+        which a release about to be deployed names), so a deployment never needs a restart. A change that alters
+        the prompt of a pinned release in force (a version edited in place after approval) is refused: the book in
+        force stays, and the error is logged and on /readyz. Returns whether a book was swapped in."""
+        from agenix_assets.core.registry import pin_problems
+
+        from .prompts import load_prompt_book
+
+        swapped = False
+        for name, uc in self.settings.use_cases.items():
+            path = self.config.resolve(uc.prompts)
+            stamp = _stamp(path)
+            if name not in self.prompts or stamp == self._prompt_stamps.get(name):
+                continue
+            self._prompt_stamps[name] = stamp
+            try:
+                book = load_prompt_book(path)
+                dep = self.manifest.current.use_cases.get(name) if self.manifest.current else None
+                pinned = [r for r in (dep.release, dep.canary.release if dep.canary else None,
+                                      dep.shadow.release if dep.shadow else None) if r and r.pins] if dep else []
+                problems = [p for r in pinned for p in pin_problems(self.config.config_dir, self.home / "index", name, r)]
+                if problems:
+                    raise ValueError("it changes a pinned release in force: " + "; ".join(problems))
+            except (ConfigError, ValueError, OSError) as exc:
+                self.prompt_error = f"{path}: not reloaded: {exc}"
+                log.error("%s (the prompt versions in force stay)", self.prompt_error)
+                continue
+            self.prompts[name] = book
+            self.pipelines[name].prompts = book
+            self.prompt_error, swapped = None, True
+            log.info("prompt book %s reloaded (versions %s)", path, ", ".join(book.versions))
+        if swapped and self.manifest.last_error:
+            self.manifest.retry()  # a manifest rejected for naming a version that did not exist yet
+        return swapped
 
     def validate_manifest(self, manifest: Any) -> None:
         for uc, dep in manifest.use_cases.items():
@@ -365,6 +404,7 @@ class Gateway:
             await asyncio.sleep(self.settings.manifest_poll_s)
             try:
                 self.keys.reload_if_changed()
+                await asyncio.get_running_loop().run_in_executor(self.pool, self.refresh_prompts)
                 if _stamp(self.deny_list_path) != self._deny_stamp:
                     await asyncio.get_running_loop().run_in_executor(self.pool, self.refresh_deny_list)
                 if self.manifest.poll():
@@ -983,6 +1023,7 @@ class Gateway:
             "environment": self.settings.environment,
             "manifest": {"path": str(self.manifest.path), "sha": self.manifest.sha, "reloads": self.manifest.reloads,
                          "rejected": self.manifest.rejections, "last_error": self.manifest.last_error},
+            "prompts_error": self.prompt_error,
             "use_cases": {},
             "circuits": self.router.breaker.snapshot(now),
             "pii_deny_list": {"path": str(self.deny_list_path), "known_people": self.known_people},

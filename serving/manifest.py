@@ -74,6 +74,10 @@ class ManifestWatcher:
         self.rejections = 0
         self._stamp: tuple[int, int, str] | None = None
 
+    def retry(self) -> None:
+        """Read the file again at the next poll even if it did not change (what it names may exist now)."""
+        self._stamp, self.sha = None, None
+
     def poll(self) -> bool:
         """Reload if the file changed; True when a new manifest came into force."""
         if self.fallback is not None:

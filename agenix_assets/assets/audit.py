@@ -45,6 +45,16 @@ def dagster_check_history(instance: dg.DagsterInstance, check_keys: list[dg.Asse
     return sorted(out, key=lambda r: r["evaluated_at"])
 
 
+def dagster_checks_from_instance(use_case: str) -> list[dict[str, Any]]:
+    """For `agenix audit RELEASE`: the check history the instance at $DAGSTER_HOME recorded for the use case's lane
+    and governance (the same checks the audit_evidence_pack asset includes)."""
+    from ..definitions import _audit_check_keys, build_definitions
+
+    defs = build_definitions()
+    with dg.DagsterInstance.get() as instance:
+        return dagster_check_history(instance, _audit_check_keys(list(defs.assets), use_case))
+
+
 def build_audit_assets(use_case: str, upstream: dg.AssetKey, check_keys: list[dg.AssetCheckKey]) -> list:
     key = rag_key(use_case, "audit_evidence_pack")
 

@@ -400,7 +400,9 @@ def _summary_section(pack: dict[str, Any]) -> str:
         ["Gate verdicts", _Html(_badge(s["gates_failed"] == 0, "no failure", f"{s['gates_failed']} failed") + " "
                                 + _text(gates_line))],
         ["Dagster checks failed", _Html(_badge(s["dagster_checks_failed"] == 0, "none",
-                                               str(s["dagster_checks_failed"])))],
+                                               str(s["dagster_checks_failed"])) + " "
+                                        + _text(f"of {len(pack['dagster_checks'])} recorded evaluation(s)"
+                                                if pack["dagster_checks"] else "(Dagster's history not included)"))],
         ["Audit trail intact?", _badge(s["audit_trail_intact"], "intact", "BROKEN")],
         ["One content hash for the release?", _Html(_badge(s["release_hashes_consistent"], "yes", "NO") + " "
                                                     + _text(pack["release_hashes"]))],
@@ -648,7 +650,7 @@ def audit_trail_problems(home: Path) -> list[str]:
     return ap.verify_audit(home, expected_heads={"approvals": cited}) + deployment.events_ledger(home).verify()
 
 
-def _use_case_of(home: Path, release: str) -> str:
+def use_case_of(home: Path, release: str) -> str:
     """Which use case a release belongs to: its evaluation report, else its deployment events or approvals."""
     found = sorted((Path(home) / "eval").glob(f"*/{release}/report.json")) if "/" not in release else []
     if found:
@@ -676,7 +678,7 @@ def export_pack(*, home: Path, config_dir: Path, release: str, out: Path | None 
     from .rollout import release_windows
 
     home, config_dir = Path(home), Path(config_dir)
-    use_case = _use_case_of(home, release)
+    use_case = use_case_of(home, release)
     report_file = home / "eval" / use_case / release / "report.json"
     report = None
     if report_file.is_file():

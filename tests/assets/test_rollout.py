@@ -61,12 +61,19 @@ def small_suite(platform: Platform, n: int = 3) -> list[str]:
 
 
 def fast_rollout(config: Path) -> None:
-    """Rollout thresholds for a test's traffic: two canary steps, a few requests each, no minimum dwell time."""
+    """Rollout thresholds for a test's traffic (two canary steps, a few requests each, no minimum dwell time) and a
+    latency tolerance for its three-question evaluation."""
     path = config / "rollout.yaml"
     policy = yaml.safe_load(path.read_text())
     policy["use_cases"][USE_CASE] = {"canary_steps": [0.5, 1.0], "min_requests_per_step": 3, "min_step_seconds": 0,
                                      "shadow_min_requests": 3, "severe_min_requests": 3}
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    # A three-question evaluation's p95 is one slow answer: on a busy 2-core machine the candidate's can be 40%
+    # above production's by chance. These tests are about the gates after the evaluation, not its latency.
+    evaluation = config / "evaluation.yaml"
+    settings = yaml.safe_load(evaluation.read_text())
+    settings["use_cases"][USE_CASE]["tolerance"]["latency_p95_ms"] = 10.0
+    evaluation.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def product(platform: Platform) -> str:
@@ -219,24 +226,25 @@ def split_keys(keys: list[tuple[str, str]], canary: str, weight: float) -> tuple
 def test_a_prompt_change_reaches_production_only_through_its_gates_and_rolls_back(platform: Platform, llm):
     small_suite(platform)
     fast_rollout(platform.config_dir)
-    release = new_candidate(platform)
-
-    # Selected alone before anything was approved, a deployment step refuses.
-    alone = materialize(platform, STAGING)
-    assert not alone.success and "refuses to read support_assistant/approved_release" in failures(alone)
-
-    # The evaluation passed: the rollout sensor asks for the approval gate, which names both missing roles.
-    blocked = run_requested(platform, only_request(platform, ROLLOUT_SENSOR))
-    gate = check_evaluations(blocked)[f"{APPROVED.to_user_string()}:required_approvals"]
-    assert not gate.passed
-    assert gate.description.startswith("missing approval by product_owner, llm_lead (medium risk needs")
-    assert check_evaluations(blocked)[f"{APPROVED.to_user_string()}:evaluation_passed"].passed
-    assert not dep.bundle_path(platform.home, USE_CASE, release).exists()
-    assert tick(platform, ROLLOUT_SENSOR)[0].asset_selection == [APPROVED]  # same ledger head: same run key
-
-    approve_and_stage(platform, release)
     product_name = product(platform)
+    # Production's gateway runs all along: the new prompt version appears in config/ while it serves.
     with gateway(platform) as base:
+        release = new_candidate(platform)
+
+        # Selected alone before anything was approved, a deployment step refuses.
+        alone = materialize(platform, STAGING)
+        assert not alone.success and "refuses to read support_assistant/approved_release" in failures(alone)
+
+        # The evaluation passed: the rollout sensor asks for the approval gate, which names both missing roles.
+        blocked = run_requested(platform, only_request(platform, ROLLOUT_SENSOR))
+        gate = check_evaluations(blocked)[f"{APPROVED.to_user_string()}:required_approvals"]
+        assert not gate.passed
+        assert gate.description.startswith("missing approval by product_owner, llm_lead (medium risk needs")
+        assert check_evaluations(blocked)[f"{APPROVED.to_user_string()}:evaluation_passed"].passed
+        assert not dep.bundle_path(platform.home, USE_CASE, release).exists()
+        assert tick(platform, ROLLOUT_SENSOR)[0].asset_selection == [APPROVED]  # same ledger head: same run key
+
+        approve_and_stage(platform, release)
         keys = make_keys(platform, 20)
         for secret, _ in keys:  # mirrored to the shadow, answered by production's release
             r = ask(base, secret, SHORT.format(product=product_name))
@@ -265,6 +273,17 @@ def test_a_prompt_change_reaches_production_only_through_its_gates_and_rolls_bac
         time.sleep(1.5)
         served = ask(base, keys[0][0], SHORT.format(product=product_name)).json()["agenix"]
         assert (served["release"], served["canary"], served["prompt_version"]) == (release, False, "v2")
+
+        # The approved prompt edited in place: the gateway keeps serving what was approved and says why.
+        prompts = platform.config_dir / "prompts" / "support-assistant.yaml"
+        book = yaml.safe_load(prompts.read_text())
+        book["versions"]["v2"]["no_answer"] = "Edited after approval."
+        prompts.write_text(yaml.safe_dump(book, sort_keys=False))
+        admin, _ = KeyStore(keys_file(platform.home)).create("ops", roles=["admin"])
+        time.sleep(2.5)
+        ready = httpx.get(f"{base}/readyz", headers={"Authorization": f"Bearer {admin}"}).json()
+        assert "changes a pinned release in force: prompt_version v2 was" in ready["prompts_error"], ready
+        assert ask(base, keys[0][0], SHORT.format(product=product_name)).json()["agenix"]["release"] == release
 
         # Rollback: one command, production's previous release serves again within seconds.
         started = time.monotonic()

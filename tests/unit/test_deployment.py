@@ -117,3 +117,28 @@ def test_the_gateway_reads_config_manifest_until_a_release_is_deployed(tmp_path:
     deployed.parent.mkdir(parents=True)
     deployed.write_text("environment: local\nuse_cases: {}\n# deployed\n")
     assert watcher.poll() and watcher.path == deployed and watcher.reloads == 2
+
+
+def test_rollback_job_from_the_launchpad_rolls_back_and_names_what_it_cannot(config_dir: Path, tmp_path: Path):
+    from agenix_assets.resources.platform import AgenixResource
+    from agenix_assets.sensors.rollout import rollback_job
+    from serving.config import DeploymentManifest, UseCaseDeployment
+
+    r1 = Release(name="support-assistant-r1", model="auto", prompt_version="v1")
+    r2 = Release(name="support-assistant-r2", model="auto", prompt_version="v1", index_version=1)
+    resources = {"agenix": AgenixResource(home=str(tmp_path), config_dir=str(config_dir))}
+    config = {"ops": {"rollback_release": {"config": {"use_case": UC, "by": "Lena Brandt", "reason": "complaints"}}}}
+    dep.write_live_manifest(tmp_path, DeploymentManifest(environment="local", use_cases={
+        UC: UseCaseDeployment(release=r2)}))
+    nothing = rollback_job.execute_in_process(run_config=config, resources=resources, raise_on_error=False)
+    assert not nothing.success
+    assert "no earlier production release than support-assistant-r2" in str(
+        [e.event_specific_data.error.message for e in nothing.all_events if e.is_step_failure])
+    dep.record_event(tmp_path, environment="local", use_case=UC, stage="production", release=r2.name,
+                     release_hash="h2", actor="test", reason="promoted", spec=r2.model_dump(exclude_none=True),
+                     previous_release=r1.name, previous_spec=r1.model_dump(exclude_none=True))
+    done = rollback_job.execute_in_process(run_config=config, resources=resources)
+    assert done.success
+    [event] = [e for e in dep.events(tmp_path, UC) if e["stage"] == "rollback"]
+    assert (event["release"], event["actor"], event["reason"]) == (
+        r1.name, "user:Lena Brandt (rollback_job)", "complaints")
