@@ -64,19 +64,23 @@ def _config_dir(agenix: AgenixResource) -> Path:
     return config_dir_of(agenix)
 
 
-def _publish(con, asset: str, results: list[gates.GateResult], run_id: str, publish=None) -> bool:
-    """Record one evaluation; run ``publish(con)`` in the same transaction when every check passed."""
-    passed = all(r.passed for r in results)
-    con.execute("BEGIN")
-    try:
-        if passed and publish is not None:
-            publish(con)
-        gates.record_evaluation(con, results, run_id, published=passed)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return passed
+def _gate(context: dg.AssetExecutionContext, warehouse: WarehouseResource, key: dg.AssetKey, check: str,
+          passed: bool, description: str, evidence: dict[str, Any]) -> gates.GateResult:
+    """A deployment step's verdict, recorded (published when it passed) in gates.evaluations."""
+    result = gates.GateResult(key.to_user_string(), check, passed, description, evidence, context.run_id,
+                              dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    with warehouse.connect() as con:
+        gates.publish_if_passed(con, [result], context.run_id)
+    return result
+
+
+def _upstream_release(warehouse: WarehouseResource, upstream: dg.AssetKey, consumer: dg.AssetKey, checks,
+                      home: Path, use_case: str) -> tuple[list[gates.GateResult], str, dict[str, Any]]:
+    """The verdicts of the step before (refused unless they passed), the release they name, and its bundle."""
+    with warehouse.connect() as con:
+        verdicts = _require(con, upstream, consumer, checks)
+    release = _release_of(verdicts)
+    return verdicts, release, _bundle(home, use_case, release)
 
 
 def _check_results(results: list[gates.GateResult]):
@@ -280,8 +284,8 @@ def build_deployment_assets(use_case: str) -> list:
             "approvals": [{"seq": a["seq"], "hash": a["hash"], "role": a["role"], "by": a["by"]} for a in valid],
         }
         with warehouse.connect() as con:
-            published = _publish(con, asset, results, context.run_id,
-                                 publish=lambda _con: dep.write_bundle(home, bundle))
+            published = gates.publish_if_passed(con, results, context.run_id,
+                                                publish=lambda _con: dep.write_bundle(home, bundle))
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(f"{release}-{'approved' if published else 'blocked'}-{len(valid)}"),
             metadata={"release": release, "release_hash": release_hash, "risk_class": risk, "published": published,
@@ -306,9 +310,8 @@ def build_deployment_assets(use_case: str) -> list:
         from serving.config import DeploymentManifest, GatewayConfig, Release, UseCaseDeployment
 
         home, config_dir = agenix.paths.home, _config_dir(agenix)
-        with warehouse.connect() as con:
-            release = _release_of(_require(con, approved_key, staging_key, dep.APPROVAL_GATES))
-        bundle = _bundle(home, use_case, release)
+        _, release, bundle = _upstream_release(warehouse, approved_key, staging_key, dep.APPROVAL_GATES, home,
+                                               use_case)
         spec = dep.release_spec(bundle)
         manifest, _ = dep.load_manifest(config_dir, home, dep.STAGING)
         manifest = DeploymentManifest(environment=dep.STAGING, use_cases={
@@ -319,13 +322,9 @@ def build_deployment_assets(use_case: str) -> list:
         with local_model_servers(gw.registry, context.log) if model_servers.autostart else contextlib.nullcontext():
             smoke = deployer.smoke_test(home=home, config_dir=config_dir, environment=dep.STAGING, use_case=use_case,
                                         release=release, questions=questions, log=context.log)
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        result = gates.GateResult(staging_key.to_user_string(), STAGING_SMOKE_TEST, smoke["passed"], smoke["reason"],
-                                  {"release": release, "release_hash": bundle["release_hash"], "manifest": str(where),
-                                   "questions": len(smoke["results"]), "gateway_log": smoke["log"]},
-                                  context.run_id, now)
-        with warehouse.connect() as con:
-            _publish(con, staging_key.to_user_string(), [result], context.run_id)
+        result = _gate(context, warehouse, staging_key, STAGING_SMOKE_TEST, smoke["passed"], smoke["reason"],
+                       {"release": release, "release_hash": bundle["release_hash"], "manifest": str(where),
+                        "questions": len(smoke["results"]), "gateway_log": smoke["log"]})
         if smoke["passed"]:
             dep.record_event(home, environment=dep.STAGING, use_case=use_case, stage="staging", release=release,
                              release_hash=bundle["release_hash"], actor=f"run:{context.run_id}",
@@ -359,9 +358,8 @@ def build_deployment_assets(use_case: str) -> list:
         from ..core.rollout import load_rollout_policy
 
         home, config_dir = agenix.paths.home, _config_dir(agenix)
-        with warehouse.connect() as con:
-            release = _release_of(_require(con, staging_key, shadow_key, [STAGING_SMOKE_TEST]))
-        bundle = _bundle(home, use_case, release)
+        _, release, bundle = _upstream_release(warehouse, staging_key, shadow_key, [STAGING_SMOKE_TEST], home,
+                                               use_case)
         spec = dep.release_spec(bundle)
         manifest, _ = dep.load_manifest(config_dir, home)
         current = manifest.use_cases.get(use_case)
@@ -375,19 +373,16 @@ def build_deployment_assets(use_case: str) -> list:
         if not problems:
             manifest.use_cases[use_case] = UseCaseDeployment(
                 release=current.release, shadow=ShadowRelease(release=rel, sample_rate=policy.shadow_sample_rate))
-            where = deployer.apply(home, manifest)
+            deployer.apply(home, manifest)
             dep.record_event(home, environment=manifest.environment, use_case=use_case, stage="shadow",
                              release=release, release_hash=bundle["release_hash"], actor=f"run:{context.run_id}",
                              reason="passed staging; mirroring production traffic", spec=spec,
                              previous_release=current.release.name, run_id=context.run_id)
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        result = gates.GateResult(shadow_key.to_user_string(), SHADOW_MANIFEST_ACCEPTED, not problems,
-                                  "production mirrors traffic to " + release if not problems
-                                  else "pins no longer match config/: " + "; ".join(problems),
-                                  {"release": release, "release_hash": bundle["release_hash"],
-                                   "production_release": current.release.name}, context.run_id, now)
-        with warehouse.connect() as con:
-            _publish(con, shadow_key.to_user_string(), [result], context.run_id)
+        result = _gate(context, warehouse, shadow_key, SHADOW_MANIFEST_ACCEPTED, not problems,
+                       "production mirrors traffic to " + release if not problems
+                       else "pins no longer match config/: " + "; ".join(problems),
+                       {"release": release, "release_hash": bundle["release_hash"],
+                        "production_release": current.release.name})
         yield dg.MaterializeResult(metadata={"release": release, "production_release": current.release.name,
                                              "shadow_started": not problems})
         yield from _check_results([result])
@@ -410,9 +405,8 @@ def build_deployment_assets(use_case: str) -> list:
         from ..core.rollout import load_rollout_policy
 
         home, config_dir = agenix.paths.home, _config_dir(agenix)
-        with warehouse.connect() as con:
-            release = _release_of(_require(con, shadow_key, canary_key, [SHADOW_MANIFEST_ACCEPTED]))
-        bundle = _bundle(home, use_case, release)
+        _, release, bundle = _upstream_release(warehouse, shadow_key, canary_key, [SHADOW_MANIFEST_ACCEPTED], home,
+                                               use_case)
         state = dep.assess_rollout(home, config_dir, use_case)
         if state["release"] != release:
             raise dg.Failure(description=f"production's manifest has no shadow or canary of {release} (stage "
@@ -446,15 +440,12 @@ def build_deployment_assets(use_case: str) -> list:
                              run_id=context.run_id)
             weight = 0.0
         healthy = action not in ("rollback", "reject")
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        result = gates.GateResult(
-            canary_key.to_user_string(), CANARY_HEALTHY, healthy,
+        result = _gate(
+            context, warehouse, canary_key, CANARY_HEALTHY, healthy,
             f"{state['stage']} of {release}: {action}" + (f" -> {weight:.0%} of keys" if action == "promote" else "")
             + f": {reason}",
             {"release": release, "release_hash": bundle["release_hash"], "stage": state["stage"], "action": action,
-             "weight": weight, "baseline": state["baseline"]}, context.run_id, now)
-        with warehouse.connect() as con:
-            _publish(con, canary_key.to_user_string(), [result], context.run_id)
+             "weight": weight, "baseline": state["baseline"]})
         metadata: dict[str, Any] = {"release": release, "stage": state["stage"], "decision": action,
                                     "canary_weight": float(weight), "reason": reason[:2000]}
         for arm in ("canary", "baseline"):
@@ -480,16 +471,14 @@ def build_deployment_assets(use_case: str) -> list:
         from ..core.registry import pin_problems
 
         home, config_dir = agenix.paths.home, _config_dir(agenix)
-        with warehouse.connect() as con:
-            verdicts = _require(con, canary_key, production_key, [CANARY_HEALTHY])
-        release = _release_of(verdicts)
+        verdicts, release, bundle = _upstream_release(warehouse, canary_key, production_key, [CANARY_HEALTHY], home,
+                                                      use_case)
         stage = verdicts[0].evidence
         if not (stage.get("stage") == "canary" and stage.get("action") == "promote"
                 and float(stage.get("weight") or 0) >= 1.0):
             raise dg.Failure(description=f"{release} has not reached 100% of keys healthy as a canary (last "
                              f"canary_deployment: {stage.get('stage')} {stage.get('action')} at "
                              f"{float(stage.get('weight') or 0):.0%}): production_deployment waits for it")
-        bundle = _bundle(home, use_case, release)
         spec = dep.release_spec(bundle)
         manifest, _ = dep.load_manifest(config_dir, home)
         current = manifest.use_cases[use_case]
@@ -507,14 +496,11 @@ def build_deployment_assets(use_case: str) -> list:
                              previous_spec=current.release.model_dump(mode="json", exclude_none=True),
                              run_id=context.run_id)
             context.log.info(f"{release} serves production ({where}); previous: {current.release.name}")
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        result = gates.GateResult(production_key.to_user_string(), PRODUCTION_SERVES_RELEASE, not problems,
-                                  f"{release} serves production (was {current.release.name})" if not problems
-                                  else "pins no longer match config/: " + "; ".join(problems),
-                                  {"release": release, "release_hash": bundle["release_hash"],
-                                   "previous_release": current.release.name}, context.run_id, now)
-        with warehouse.connect() as con:
-            _publish(con, production_key.to_user_string(), [result], context.run_id)
+        result = _gate(context, warehouse, production_key, PRODUCTION_SERVES_RELEASE, not problems,
+                       f"{release} serves production (was {current.release.name})" if not problems
+                       else "pins no longer match config/: " + "; ".join(problems),
+                       {"release": release, "release_hash": bundle["release_hash"],
+                        "previous_release": current.release.name})
         yield dg.MaterializeResult(metadata={"release": release, "previous_release": current.release.name,
                                              "promoted": not problems})
         yield from _check_results([result])

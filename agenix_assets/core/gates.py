@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +116,24 @@ def record_evaluation(
         ],
     )
     return evaluation_id
+
+
+def publish_if_passed(con: duckdb.DuckDBPyConnection, results: Sequence[GateResult], run_id: str,
+                      publish: Callable[[duckdb.DuckDBPyConnection], Any] | None = None) -> bool:
+    """Write-audit-publish in one transaction: record the evaluation and, only when every check passed, run
+    ``publish(con)`` (copy staging to the published table, write the published record), so a reader sees the
+    verdict and what it judged together, or neither. Returns whether it published."""
+    passed = all(r.passed for r in results)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if passed and publish is not None:
+            publish(con)
+        record_evaluation(con, results, run_id, published=passed)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return passed
 
 
 def latest_evaluation(con: duckdb.DuckDBPyConnection, asset: str) -> list[GateResult]:

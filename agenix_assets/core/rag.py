@@ -516,18 +516,11 @@ def publish_chunks(
 ) -> bool:
     """Record the chunks gate's verdict and, only if every check passed, publish the staging table; one
     transaction, so readers see the verdict and the data it judged together. Returns whether it published."""
-    passed = all(r.passed for r in results)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if passed:
-            con.execute(f"DELETE FROM {t.chunks}")
-            con.execute(f"INSERT INTO {t.chunks} SELECT * FROM {t.chunks_staging}")
-        gates.record_evaluation(con, results, run_id, published=passed)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return passed
+    def publish(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(f"DELETE FROM {t.chunks}")
+        con.execute(f"INSERT INTO {t.chunks} SELECT * FROM {t.chunks_staging}")
+
+    return gates.publish_if_passed(con, results, run_id, publish)
 
 
 # ---------------------------------------------------------------- the index's view of chunks

@@ -170,7 +170,13 @@ def approvers(platform: Platform) -> dict[str, str]:
 
 
 def new_candidate(platform: Platform, version: str = "v2", passes: bool = True) -> str:
+    """A new prompt version (a copy of the latest with its own no-answer text: a real change, not one that only
+    renames what production serves, which the rollout sensor would leave alone) becomes the candidate."""
     add_prompt_version(platform.config_dir, version)
+    path = platform.config_dir / "prompts" / "support-assistant.yaml"
+    book = yaml.safe_load(path.read_text())
+    book["versions"][version]["no_answer"] = f"I don't know (prompt {version})."
+    path.write_text(yaml.safe_dump(book, sort_keys=False))
     set_candidate(platform.config_dir, prompt_version=version)
     result = platform.run_job(RELEASE_CANDIDATE_JOB)
     assert result.success == passes, failures(result)
@@ -418,8 +424,8 @@ def test_a_canary_with_injected_errors_is_rolled_back_by_the_canary_health_senso
         # Standard (not short lookup) questions go to Gemma for every release: the path the fault hits.
         gateway_yaml = platform.config_dir / "gateway" / "gateway.yaml"
         gateway_yaml.write_text(gateway_yaml.read_text().replace("    quality_tier: 0\n", "    quality_tier: 1\n", 1))
-        add_prompt_version(platform.config_dir, "v2")
         prompts = platform.config_dir / "prompts" / "support-assistant.yaml"
+        add_prompt_version(platform.config_dir, "v2")
         book = yaml.safe_load(prompts.read_text())
         book["versions"]["v2"]["completion"]["few_shot"][0]["context"].append(f"The {marker} fits every flange.")
         prompts.write_text(yaml.safe_dump(book, sort_keys=False))
