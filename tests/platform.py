@@ -33,11 +33,16 @@ class Platform:
         return self.defs().resolve_job_def(name).execute_in_process(instance=self.instance, raise_on_error=False)
 
     def run(self, selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
-        """Materialize ``selection`` (default: every asset but the evaluation, which tests/assets/test_evaluation.py
-        runs with a model server)."""
+        """Materialize ``selection`` (default: what `materialize_all` selects but the evaluation, which
+        tests/assets/test_evaluation.py runs with a model server; neither selects the approval gate and the deployment
+        steps, which move an approved release: tests/assets/test_rollout.py)."""
+        from agenix_assets.definitions import MATERIALIZE_ALL_JOB
+
         defs = self.defs()
         if selection is None:
-            selection = [k for a in defs.assets for k in a.keys if a.group_names_by_key.get(k) != "evaluation"]
+            everything = defs.resolve_job_def(MATERIALIZE_ALL_JOB).asset_layer.selected_asset_keys
+            selection = [k for a in defs.assets for k in a.keys
+                         if k in everything and a.group_names_by_key.get(k) != "evaluation"]
         return dg.materialize(
             list(defs.assets),
             resources=defs.resources,

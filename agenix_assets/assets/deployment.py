@@ -527,10 +527,11 @@ def build_deployment_assets(use_case: str) -> list:
                            max_weight DOUBLE)""")
             con.execute("BEGIN")
             con.execute("DELETE FROM releases.history WHERE use_case = ?", [use_case])
-            con.executemany("INSERT INTO releases.history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [(use_case, w["environment"], w["slot"], w["release"], w["from"], w["to"],
-                              w["moved_in_by"], w["moved_in_reason"], w["moved_out_by"], w["moved_out_reason"],
-                              w.get("max_weight")) for w in windows])
+            if windows:
+                con.executemany("INSERT INTO releases.history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                [(use_case, w["environment"], w["slot"], w["release"], w["from"], w["to"],
+                                  w["moved_in_by"], w["moved_in_reason"], w["moved_out_by"], w["moved_out_reason"],
+                                  w.get("max_weight")) for w in windows])
             con.execute("COMMIT")
         live = [w for w in windows if w["to"] is None and w["slot"] == "serving"]
         return dg.MaterializeResult(
