@@ -150,16 +150,31 @@ def gateway(platform: Platform):
         proc.wait(timeout=30)
 
 
-def make_keys(platform: Platform, n: int) -> list[tuple[str, str]]:
+def make_keys(platform: Platform, base: str, n: int) -> list[tuple[str, str]]:
+    """``n`` API keys, once the gateway knows them (it re-reads the key file about once a second, after any
+    manifest reload and warm-up in progress)."""
     store = KeyStore(keys_file(platform.home))
     keys = [store.create(f"team{i}", use_cases=[USE_CASE]) for i in range(n)]
-    time.sleep(1.5)  # the gateway re-reads the key file within a second
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {keys[-1][0]}"}).status_code == 401:
+        assert time.monotonic() < deadline, "the gateway never loaded the new keys"
+        time.sleep(0.25)
     return [(secret, record.key_id) for secret, record in keys]
 
 
 def ask(base: str, key: str, question: str) -> httpx.Response:
     return httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
                       json={"model": USE_CASE, "messages": [{"role": "user", "content": question}]})
+
+
+def wait_served(base: str, key: str, question: str, release: str, timeout: float = 60) -> float:
+    """Seconds until the gateway answers ``key`` from ``release``: it re-reads the manifest about once a second,
+    then warms the release up (slower on a loaded machine)."""
+    started = time.monotonic()
+    while ask(base, key, question).json().get("agenix", {}).get("release") != release:
+        assert time.monotonic() - started < timeout, f"the gateway does not serve {release} to key {key[:12]}..."
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
 def approvers(platform: Platform) -> dict[str, str]:
@@ -251,7 +266,7 @@ def test_a_prompt_change_reaches_production_only_through_its_gates_and_rolls_bac
         assert tick(platform, ROLLOUT_SENSOR)[0].asset_selection == [APPROVED]  # same ledger head: same run key
 
         approve_and_stage(platform, release)
-        keys = make_keys(platform, 20)
+        keys = make_keys(platform, base, 20)
         for secret, _ in keys:  # mirrored to the shadow, answered by production's release
             r = ask(base, secret, SHORT.format(product=product_name))
             assert r.status_code == 200 and r.json()["agenix"]["release"] == "support-assistant-r1", r.text
@@ -263,7 +278,7 @@ def test_a_prompt_change_reaches_production_only_through_its_gates_and_rolls_bac
 
         canary_keys, baseline_keys = split_keys(keys, release, 0.5)
         assert len(canary_keys) >= 3 and len(baseline_keys) >= 3, (len(canary_keys), len(baseline_keys))
-        time.sleep(1.5)  # the gateway re-reads the manifest within a second
+        wait_served(base, canary_keys[0], SHORT.format(product=product_name), release)
         for secret in canary_keys + baseline_keys:
             r = ask(base, secret, SHORT.format(product=product_name))
             assert r.status_code == 200
@@ -276,7 +291,7 @@ def test_a_prompt_change_reaches_production_only_through_its_gates_and_rolls_bac
         assert to_production.asset_selection == [PRODUCTION]
         promoted = run_requested(platform, to_production)
         assert promoted.success, failures(promoted)
-        time.sleep(1.5)
+        wait_served(base, keys[0][0], SHORT.format(product=product_name), release)
         served = ask(base, keys[0][0], SHORT.format(product=product_name)).json()["agenix"]
         assert (served["release"], served["canary"], served["prompt_version"]) == (release, False, "v2")
 
@@ -286,20 +301,19 @@ def test_a_prompt_change_reaches_production_only_through_its_gates_and_rolls_bac
         book["versions"]["v2"]["no_answer"] = "Edited after approval."
         prompts.write_text(yaml.safe_dump(book, sort_keys=False))
         admin, _ = KeyStore(keys_file(platform.home)).create("ops", roles=["admin"])
-        time.sleep(2.5)
-        ready = httpx.get(f"{base}/readyz", headers={"Authorization": f"Bearer {admin}"}).json()
+        deadline = time.monotonic() + 60
+        while not (ready := httpx.get(f"{base}/readyz", headers={"Authorization": f"Bearer {admin}"}).json()).get(
+                "prompts_error"):
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.25)
         assert "changes a pinned release in force: prompt_version v2 was" in ready["prompts_error"], ready
         assert ask(base, keys[0][0], SHORT.format(product=product_name)).json()["agenix"]["release"] == release
 
         # Rollback: one command, production's previous release serves again within seconds.
-        started = time.monotonic()
         out = CliRunner().invoke(cli, ["rollback", USE_CASE, "--by", "On-call", "--reason", "complaints"],
                                  env=env(platform))
         assert out.exit_code == 0 and "serves support-assistant-r1 again" in out.output, out.output
-        while ask(base, keys[0][0], SHORT.format(product=product_name)).json()["agenix"]["release"] != \
-                "support-assistant-r1":
-            assert time.monotonic() - started < 5, "the gateway still serves the rolled-back release"
-            time.sleep(0.2)
+        assert wait_served(base, keys[0][0], SHORT.format(product=product_name), "support-assistant-r1") < 10
 
     # Which version was live when, and who moved it; the evidence pack holds every gate result. The rollout sensor
     # asks for both once the ledger moved (here: the rollback, made outside Dagster).
@@ -433,15 +447,15 @@ def test_a_canary_with_injected_errors_is_rolled_back_by_the_canary_health_senso
         approve_and_stage(platform, release)
         product_name = product(platform)
         with gateway(platform) as base:
-            keys = make_keys(platform, 20)
+            keys = make_keys(platform, base, 20)
             for secret, _ in keys:
                 assert ask(base, secret, SHORT.format(product=product_name)).status_code == 200
             step = run_requested(platform, only_request(platform, CANARY_HEALTH_SENSOR))
             assert step.success and asset_metadata(step, CANARY)["canary_weight"] == 0.5, failures(step)
-            time.sleep(1.5)
+            canary_keys, baseline_keys = split_keys(keys, release, 0.5)
+            wait_served(base, canary_keys[0], SHORT.format(product=product_name), release)
 
             proxy.armed = True  # the model server now fails every call made with the canary's prompt
-            canary_keys, baseline_keys = split_keys(keys, release, 0.5)
             for secret in baseline_keys:
                 assert ask(base, secret, LONG.format(product=product_name)).status_code == 200
             statuses = [ask(base, secret, LONG.format(product=product_name)).status_code for secret in canary_keys]
@@ -458,7 +472,7 @@ def test_a_canary_with_injected_errors_is_rolled_back_by_the_canary_health_senso
             live = yaml.safe_load(dep.deployed_manifest_path(platform.home, "local").read_text())["use_cases"]
             assert live[USE_CASE] == {"release": live[USE_CASE]["release"]}
             assert live[USE_CASE]["release"]["name"] == "support-assistant-r1"
-            time.sleep(1.5)
+            wait_served(base, canary_keys[0], SHORT.format(product=product_name), "support-assistant-r1")
             for secret in canary_keys:
                 r = ask(base, secret, SHORT.format(product=product_name))
                 assert r.status_code == 200 and r.json()["agenix"]["release"] == "support-assistant-r1"
